@@ -1,0 +1,67 @@
+# slatimer developer / CI entry points. `make` (or `make help`) lists targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Servers the integration tests talk to (see scripts/ensure-services.sh).
+SLATIMER_TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+SLATIMER_TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
+SLATIMER_TEST_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
+export SLATIMER_TEST_DATABASE_URL SLATIMER_TEST_REDIS_URL SLATIMER_TEST_AMQP_URL
+
+.PHONY: help install services lint test-unit test-integration compose-check test demo clean
+
+help: ## list targets
+	@echo "slatimer make targets:"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create .venv and install slatimer[dev] (editable)
+
+services: ## make sure PostgreSQL, Redis and RabbitMQ answer on 127.0.0.1
+	bash scripts/ensure-services.sh
+
+lint: $(STAMP) ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test-unit: $(STAMP) ## unit tests only
+	$(BIN)/pytest tests/unit -q
+
+test-integration: $(STAMP) services ## integration tests (needs the services)
+	$(BIN)/pytest tests/integration -q
+
+compose-check: ## validate docker-compose.yml (installs Debian's docker-compose if root)
+	@if ! command -v docker-compose >/dev/null 2>&1; then \
+		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "compose-check: installing docker-compose (apt)"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get update -qq >/dev/null && apt-get install -y -qq docker-compose >/dev/null; \
+		fi; \
+	fi
+	@command -v docker-compose >/dev/null 2>&1 || \
+		{ echo "compose-check: ERROR: docker-compose is not available (apt-get install docker-compose)" >&2; exit 1; }
+	docker-compose -f docker-compose.yml config -q
+	@echo "compose-check: docker-compose.yml is valid"
+
+test: install services lint compose-check ## everything CI runs: lint, compose check, whole test suite
+	$(BIN)/pytest tests -q
+
+demo: $(STAMP) ## run the end-to-end demo
+	$(BIN)/slatimer demo
+
+clean: ## remove .venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Configuration: settings from `SLATIMER_*` environment variables and the policy files."""

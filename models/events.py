@@ -1,0 +1,229 @@
+"""Event contract v1: the JSON messages producers publish, one object per message.
+
+Every event is a frozen pydantic model. Parsing is strict (no string-to-number coercion, no
+naive timestamps, no unknown fields) because a silently misread field moves a deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+CONTRACT_VERSION = 1
+MAX_EVENT_BYTES = 64 * 1024
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+class ContractError(ValueError):
+    """An event that breaks the contract; `field` names the offending field (dotted path)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _in_utc(value: datetime) -> datetime:
+    """Normalise to UTC and keep timestamps inside a sane window (guards against epoch-0 bugs)."""
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+    return value.astimezone(UTC)
+
+
+UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+Text = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    event_id: Id
+    occurred_at: UtcTime
+    order_id: Id
+    schema_version: Literal[1] = 1
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    sku: Text
+    quantity: Annotated[int, Field(ge=1, le=100_000)]
+    ship_within_hours: Annotated[float, Field(gt=0, le=24 * 365)] | None = Field(
+        default=None,
+        description="Special commodity (2.1.2): the shipping time on its detail page, in hours.",
+    )
+
+
+class ShipTo(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+    postcode: Annotated[str, Field(min_length=1, max_length=16)]
+
+
+class OrderCreated(_Event):
+    type: Literal["order.created"]
+    merchant_id: Id
+    items: Annotated[list[Item], Field(min_length=1, max_length=500)]
+    ship_to: ShipTo
+
+
+class OrderShipped(_Event):
+    """The merchant filled in tracking (waybill and carrier)."""
+
+    type: Literal["order.shipped"]
+    waybill_no: Id
+    carrier: Id
+
+
+class OrderCollected(_Event):
+    """Collection scanned at the overseas warehouse (2.1.1)."""
+
+    type: Literal["order.collected"]
+    waybill_no: Id
+    carrier: Id
+
+
+class StockoutDeclared(_Event):
+    type: Literal["order.stockout_declared"]
+
+
+class ConsumerContacted(_Event):
+    """The merchant contacted the consumer about a stock-out (3.2.2)."""
+
+    type: Literal["order.consumer_contacted"]
+    outcome: Literal["restock", "consumer_agreed_cancel"]
+    new_ship_by: UtcTime | None = Field(
+        default=None, description="With outcome 'restock': the arrival time agreed (3.2.2)."
+    )
+
+    @model_validator(mode="after")
+    def _restock_needs_a_date(self) -> ConsumerContacted:
+        if self.outcome == "restock" and self.new_ship_by is None:
+            raise ValueError("new_ship_by: required when outcome is 'restock'")
+        if self.outcome != "restock" and self.new_ship_by is not None:
+            raise ValueError("new_ship_by: only allowed when outcome is 'restock'")
+        if self.new_ship_by is not None and self.new_ship_by <= self.occurred_at:
+            raise ValueError("new_ship_by: must be after occurred_at")
+        return self
+
+
+class CancellationRequested(_Event):
+    type: Literal["cancellation.requested"]
+    cancellation_id: Id
+
+
+class CancellationReviewed(_Event):
+    type: Literal["cancellation.reviewed"]
+    cancellation_id: Id
+    decision: Literal["approved", "rejected"]
+
+
+class CustomsClearanceFailed(_Event):
+    """Customs clearance failed; the merchant must help refund within the limit (2.3.1)."""
+
+    type: Literal["customs.clearance_failed"]
+
+
+class RefundCompleted(_Event):
+    type: Literal["refund.completed"]
+
+
+Event = Annotated[
+    OrderCreated
+    | OrderShipped
+    | OrderCollected
+    | StockoutDeclared
+    | ConsumerContacted
+    | CancellationRequested
+    | CancellationReviewed
+    | CustomsClearanceFailed
+    | RefundCompleted,
+    Field(discriminator="type"),
+]
+EVENT_TYPES: tuple[str, ...] = (
+    "order.created",
+    "order.shipped",
+    "order.collected",
+    "order.stockout_declared",
+    "order.consumer_contacted",
+    "cancellation.requested",
+    "cancellation.reviewed",
+    "customs.clearance_failed",
+    "refund.completed",
+)
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(raw: bytes | str) -> Event:
+    """Parse one JSON message into an event, or raise ContractError naming the field."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", errors="surrogatepass")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise ContractError("(message)", f"larger than {MAX_EVENT_BYTES} bytes")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ContractError("(message)", f"not valid JSON: {exc}") from None
+    return parse_document(document)
+
+
+def parse_document(document: Any) -> Event:
+    """Validate an already-decoded JSON document against the contract."""
+    if not isinstance(document, dict):
+        raise ContractError("(message)", "must be a JSON object")
+    kind = document.get("type")
+    if kind is None:
+        raise ContractError("type", "missing")
+    if kind not in EVENT_TYPES:
+        raise ContractError("type", f"unknown event type {kind!r}")
+    try:
+        return _ADAPTER.validate_json(orjson.dumps(document), strict=True)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+def _first_error(exc: ValidationError) -> ContractError:
+    error = exc.errors(include_url=False)[0]
+    path = [str(part) for part in error["loc"]]
+    if path and path[0] in EVENT_TYPES:  # the discriminator's branch name is noise
+        path = path[1:]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    field, sep, reason = message.partition(": ")
+    if not path and sep and " " not in field:  # a model validator that names its field
+        return ContractError(field, reason)
+    return ContractError(".".join(path) or "(message)", message)
+
+
+def canonical_body(event: Event) -> bytes:
+    """The event as canonical JSON: the same event always gives the same bytes."""
+    return orjson.dumps(event.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+
+
+def body_digest(event: Event) -> str:
+    """Fingerprint used to tell a harmless duplicate from an `event_id` reused for another body."""
+    return hashlib.sha256(canonical_body(event)).hexdigest()
+
+
+def contract_schema() -> dict[str, Any]:
+    """The JSON Schema of contract v1, as published by `slatimer schema`."""
+    schema = _ADAPTER.json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://slatimer.example/schema/event-v{CONTRACT_VERSION}.json"
+    schema["title"] = f"slatimer event contract v{CONTRACT_VERSION}"
+    return schema

@@ -1,0 +1,178 @@
+"""Order state: the facts slatimer knows about one order, folded from its events.
+
+Folding is commutative and idempotent: each fact keeps the earliest occurrence by event time
+(ties broken by `event_id`), so events may arrive late, twice or out of order and the state is
+the same. Deadlines are then judged from these facts, never from arrival order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import singledispatch
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from models import events as ev
+
+
+class Fact(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    event_id: str
+
+    def sort_key(self) -> tuple[datetime, str]:
+        return (self.at, self.event_id)
+
+
+class Creation(Fact):
+    merchant_id: str
+    special_hours: float | None
+    """The largest `ship_within_hours` among special items (2.1.2), if any."""
+    has_spot_items: bool
+    country: str
+    postcode: str
+
+
+class Tracking(Fact):
+    waybill_no: str
+    carrier: str
+
+
+class Contact(Fact):
+    outcome: Literal["restock", "consumer_agreed_cancel"]
+    new_ship_by: datetime | None
+
+
+class Mark(Fact):
+    """A fact that only has a time: a stock-out declaration, a customs failure, a refund."""
+
+
+class Request(Fact):
+    cancellation_id: str
+
+
+class Review(Fact):
+    cancellation_id: str
+    decision: Literal["approved", "rejected"]
+
+
+F = TypeVar("F", bound=Fact)
+
+
+def earliest(current: F | None, new: F) -> F:
+    """The earlier of two facts by event time; the deterministic merge of every fact."""
+    if current is None or new.sort_key() < current.sort_key():
+        return new
+    return current
+
+
+def _merged(facts: tuple[F, ...], new: F) -> tuple[F, ...]:
+    if any(fact.event_id == new.event_id for fact in facts):
+        return facts
+    return tuple(sorted((*facts, new), key=lambda fact: fact.sort_key()))
+
+
+class OrderState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    created: Creation | None = None
+    shipped: Tracking | None = None
+    collected: Tracking | None = None
+    stockout_declared: Mark | None = None
+    contacts: tuple[Contact, ...] = ()
+    requests: tuple[Request, ...] = ()
+    reviews: tuple[Review, ...] = ()
+    customs_failed: Mark | None = None
+    refund_completed: Mark | None = None
+
+    @property
+    def merchant_id(self) -> str | None:
+        return self.created.merchant_id if self.created else None
+
+    def review_of(self, cancellation_id: str) -> Review | None:
+        """The first review of a cancellation request; later ones do not change the decision."""
+        return next((r for r in self.reviews if r.cancellation_id == cancellation_id), None)
+
+    def first_request(self, cancellation_id: str) -> Request | None:
+        return next((r for r in self.requests if r.cancellation_id == cancellation_id), None)
+
+    def cancellation_ids(self) -> list[str]:
+        """Every cancellation seen, requested or only reviewed (events may arrive out of order)."""
+        requested = {request.cancellation_id for request in self.requests}
+        return sorted(requested | {review.cancellation_id for review in self.reviews})
+
+
+def apply(state: OrderState, event: ev.Event) -> OrderState:
+    """Fold one event into the state (pure; returns a new state)."""
+    return state.model_copy(update=_changes(event, state))
+
+
+def _stamp(event: ev.Event) -> dict[str, Any]:
+    return {"at": event.occurred_at, "event_id": event.event_id}
+
+
+@singledispatch
+def _changes(event: Any, state: OrderState) -> dict[str, Any]:
+    raise TypeError(f"no fold for {type(event).__name__}")
+
+
+@_changes.register
+def _(event: ev.OrderCreated, state: OrderState) -> dict[str, Any]:
+    special = [i.ship_within_hours for i in event.items if i.ship_within_hours is not None]
+    creation = Creation(
+        **_stamp(event),
+        merchant_id=event.merchant_id,
+        special_hours=max(special) if special else None,
+        has_spot_items=len(special) < len(event.items),
+        country=event.ship_to.country,
+        postcode=event.ship_to.postcode,
+    )
+    return {"created": earliest(state.created, creation)}
+
+
+@_changes.register
+def _(event: ev.OrderShipped, state: OrderState) -> dict[str, Any]:
+    tracking = Tracking(**_stamp(event), waybill_no=event.waybill_no, carrier=event.carrier)
+    return {"shipped": earliest(state.shipped, tracking)}
+
+
+@_changes.register
+def _(event: ev.OrderCollected, state: OrderState) -> dict[str, Any]:
+    tracking = Tracking(**_stamp(event), waybill_no=event.waybill_no, carrier=event.carrier)
+    return {"collected": earliest(state.collected, tracking)}
+
+
+@_changes.register
+def _(event: ev.StockoutDeclared, state: OrderState) -> dict[str, Any]:
+    return {"stockout_declared": earliest(state.stockout_declared, Mark(**_stamp(event)))}
+
+
+@_changes.register
+def _(event: ev.ConsumerContacted, state: OrderState) -> dict[str, Any]:
+    contact = Contact(**_stamp(event), outcome=event.outcome, new_ship_by=event.new_ship_by)
+    return {"contacts": _merged(state.contacts, contact)}
+
+
+@_changes.register
+def _(event: ev.CancellationRequested, state: OrderState) -> dict[str, Any]:
+    request = Request(**_stamp(event), cancellation_id=event.cancellation_id)
+    return {"requests": _merged(state.requests, request)}
+
+
+@_changes.register
+def _(event: ev.CancellationReviewed, state: OrderState) -> dict[str, Any]:
+    review = Review(**_stamp(event), cancellation_id=event.cancellation_id, decision=event.decision)
+    return {"reviews": _merged(state.reviews, review)}
+
+
+@_changes.register
+def _(event: ev.CustomsClearanceFailed, state: OrderState) -> dict[str, Any]:
+    return {"customs_failed": earliest(state.customs_failed, Mark(**_stamp(event)))}
+
+
+@_changes.register
+def _(event: ev.RefundCompleted, state: OrderState) -> dict[str, Any]:
+    return {"refund_completed": earliest(state.refund_completed, Mark(**_stamp(event)))}

@@ -1,0 +1,160 @@
+"""Outcomes: what a breached obligation becomes (violation or escalation), points, retractions.
+
+`plan_reconciliation` compares what the facts say is breached *now* with what was already
+recorded, and returns what to raise and what to withdraw. It is the single decision the
+runtime and `slatimer replay` both run, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from models.rules import Obligation
+
+OutcomeKind = Literal["violation", "escalation", "retraction", "warning"]
+Severity = Literal["general", "serious"]
+OutcomeKey = tuple[str, str, datetime]
+"""(rule, subject, at): an outcome's identity within its order."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A violation or escalation already in the store for one order."""
+
+    kind: Literal["violation", "escalation"]
+    rule: str
+    subject: str
+    category: str | None
+    clause: str
+    at: datetime
+    severity: Severity | None
+    points: int | None
+    retracted: bool = False
+
+    @property
+    def key(self) -> OutcomeKey:
+        return (self.rule, self.subject, self.at)
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    outcome: Recorded
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    to_raise: list[Obligation] = field(default_factory=list)
+    to_withdraw: list[Withdrawal] = field(default_factory=list)
+
+
+def key_of(obligation: Obligation) -> OutcomeKey:
+    return (obligation.rule.id, obligation.subject, obligation.due_at)
+
+
+def breached_by(obligations: Iterable[Obligation], now: datetime) -> list[Obligation]:
+    """The obligations whose deadline has passed unmet as of `now`, earliest first."""
+    due = [o for o in obligations if o.breached and o.due_at <= now]
+    return sorted(due, key=lambda o: (o.due_at, o.rule.id, o.subject))
+
+
+def plan_reconciliation(
+    current: Sequence[Obligation], now: datetime, recorded: Sequence[Recorded]
+) -> Plan:
+    """Decide what to raise and withdraw so the record matches the facts as of `now`.
+
+    - A standing outcome no longer breached (late evidence, a moved deadline) is withdrawn.
+    - A breach not yet recorded is raised, unless its key was recorded before (an outcome
+      withdrawn once is never raised again) or its category already holds a standing violation
+      for this order (at most one violation per order per category, Chapter III).
+    """
+    breached = breached_by(current, now)
+    expected = {key_of(o) for o in breached}
+    standing = [r for r in recorded if not r.retracted]
+    withdrawals = [
+        Withdrawal(r, _withdrawal_reason(r, current)) for r in standing if r.key not in expected
+    ]
+    kept = [r for r in standing if r.key in expected]
+    known_keys = {r.key for r in recorded}
+    taken = {r.category for r in kept if r.kind == "violation"}
+    to_raise = []
+    for obligation in breached:
+        if key_of(obligation) in known_keys:
+            continue
+        category = obligation.rule.category
+        if obligation.rule.kind == "violation":
+            if category in taken:
+                continue
+            taken.add(category)
+        to_raise.append(obligation)
+    return Plan(to_raise=to_raise, to_withdraw=withdrawals)
+
+
+def _withdrawal_reason(outcome: Recorded, current: Sequence[Obligation]) -> str:
+    same = [o for o in current if (o.rule.id, o.subject) == (outcome.rule, outcome.subject)]
+    if not same:
+        return "the obligation no longer applies"
+    obligation = same[0]
+    if obligation.met_at is not None and obligation.met_at <= outcome.at:
+        return f"met on time by event {obligation.met_by} at {iso(obligation.met_at)}"
+    return f"deadline moved to {iso(obligation.due_at)}"
+
+
+def repeat_window(at: datetime, window: timedelta) -> tuple[datetime, datetime]:
+    """Chapter III: a violation is serious when the merchant already has one of the same
+    category with `at` in the preceding window (default 30 days): [at - window, at)."""
+    return (at - window, at)
+
+
+def iso(moment: datetime) -> str:
+    """RFC 3339 in UTC with a 'Z', the one timestamp format slatimer prints."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A line of a merchant's points ledger, tied to the outcome it charges or reverses."""
+
+    merchant_id: str
+    order_id: str
+    rule: str
+    subject: str
+    outcome_at: datetime
+    entry: Literal["charge", "reversal"]
+    points: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One line of `slatimer replay` and one alert-worthy record of the runtime."""
+
+    kind: OutcomeKind
+    rule: str
+    order_id: str
+    merchant_id: str | None
+    at: datetime
+    clause: str
+    category: str | None = None
+    severity: Severity | None = None
+    points: int | None = None
+    subject: str = ""
+    evidence: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "rule": self.rule,
+            "category": self.category,
+            "order_id": self.order_id,
+            "merchant_id": self.merchant_id,
+            "at": iso(self.at),
+            "severity": self.severity,
+            "points": self.points,
+            "clause": self.clause,
+            "subject": self.subject or None,
+            "evidence": self.evidence,
+        }

@@ -1,0 +1,227 @@
+"""An in-memory unit of work: the store `slatimer replay` and the fast unit tests run on.
+
+It keeps the same constraints as the SQL schema (unique event ids, one standing violation per
+order and category, no outcome key twice) so replay and the runtime agree. Rollback undoes the
+transaction's writes from an undo log.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections import defaultdict
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from types import TracebackType
+from typing import Self, TypeVar
+
+from models.events import Event
+from models.order import OrderState
+from models.outcomes import LedgerEntry, Outcome, OutcomeKey, Recorded
+from models.rules import Obligation
+from store.base import DeadlineState, DueDeadline, deadline_state
+
+Undo = Callable[[], None]
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class IntegrityError(Exception):
+    """The in-memory twin of a database constraint violation."""
+
+
+class _Journal:
+    def __init__(self) -> None:
+        self.undo: list[Undo] = []
+
+    def set(self, mapping: MutableMapping[K, V], key: K, value: V) -> None:
+        missing = key not in mapping
+        old = mapping.get(key)
+        mapping[key] = value
+        self.undo.append(lambda: self._restore(mapping, key, old, missing))
+
+    @staticmethod
+    def _restore(mapping: MutableMapping[K, V], key: K, old: V | None, missing: bool) -> None:
+        if missing:
+            del mapping[key]
+        else:
+            mapping[key] = old  # type: ignore[assignment]
+
+
+class MemoryInbox:
+    def __init__(self, journal: _Journal) -> None:
+        self._journal = journal
+        self.digests: dict[str, str] = {}
+        self.events: dict[str, Event] = {}
+
+    def digest_of(self, event_id: str) -> str | None:
+        return self.digests.get(event_id)
+
+    def add(self, event: Event, digest: str, received_at: datetime) -> None:
+        if event.event_id in self.digests:
+            raise IntegrityError(f"inbox: duplicate event_id {event.event_id}")
+        self._journal.set(self.digests, event.event_id, digest)
+        self._journal.set(self.events, event.event_id, event)
+
+
+class MemoryOrders:
+    def __init__(self, journal: _Journal) -> None:
+        self._journal = journal
+        self.states: dict[str, OrderState] = {}
+
+    def get(self, order_id: str) -> OrderState | None:
+        return self.states.get(order_id)
+
+    def save(self, state: OrderState) -> None:
+        self._journal.set(self.states, state.order_id, state)
+
+
+class MemoryOutcomes:
+    def __init__(self, journal: _Journal) -> None:
+        self._journal = journal
+        self.by_order: dict[str, dict[OutcomeKey, Recorded]] = defaultdict(dict)
+        self.standing_violations: dict[tuple[str, str], list[datetime]] = defaultdict(list)
+        """(merchant, category) -> sorted times of standing violations: the severity index."""
+        self.log: list[Outcome] = []
+
+    def for_order(self, order_id: str) -> list[Recorded]:
+        return list(self.by_order.get(order_id, {}).values())
+
+    def record(self, outcome: Outcome) -> None:
+        recorded = _as_recorded(outcome)
+        existing = self.by_order[outcome.order_id]
+        if recorded.key in existing:
+            raise IntegrityError(f"outcome {recorded.key} recorded twice")
+        if recorded.kind == "violation" and any(
+            r.kind == "violation" and r.category == recorded.category and not r.retracted
+            for r in existing.values()
+        ):
+            raise IntegrityError(f"second standing {recorded.category} violation")
+        self._journal.set(existing, recorded.key, recorded)
+        if recorded.kind == "violation" and outcome.merchant_id and recorded.category:
+            times = self.standing_violations[(outcome.merchant_id, recorded.category)]
+            bisect.insort(times, recorded.at)
+            self._journal.undo.append(lambda: times.remove(recorded.at))
+        self._append(outcome)
+
+    def withdraw(self, recorded: Recorded, retraction: Outcome) -> None:
+        existing = self.by_order[retraction.order_id]
+        current = existing.get(recorded.key)
+        if current is None or current.retracted:
+            raise IntegrityError(f"nothing standing to withdraw at {recorded.key}")
+        self._journal.set(existing, recorded.key, replace(current, retracted=True))
+        if retraction.merchant_id and current.kind == "violation" and current.category:
+            times = self.standing_violations[(retraction.merchant_id, current.category)]
+            times.remove(current.at)
+            self._journal.undo.append(lambda: bisect.insort(times, current.at))
+        self._append(retraction)
+
+    def any_violation_between(
+        self, merchant_id: str, category: str, since: datetime, until: datetime
+    ) -> bool:
+        times = self.standing_violations.get((merchant_id, category), [])
+        first = bisect.bisect_left(times, since)
+        return first < len(times) and times[first] < until
+
+    def _append(self, outcome: Outcome) -> None:
+        self.log.append(outcome)
+        self._journal.undo.append(lambda: self.log.remove(outcome))
+
+
+def _as_recorded(outcome: Outcome) -> Recorded:
+    assert outcome.kind in ("violation", "escalation")
+    return Recorded(
+        kind=outcome.kind,
+        rule=outcome.rule,
+        subject=outcome.subject,
+        category=outcome.category,
+        clause=outcome.clause,
+        at=outcome.at,
+        severity=outcome.severity,
+        points=outcome.points,
+    )
+
+
+DeadlineKey = tuple[str, str, str]
+
+
+class MemoryDeadlines:
+    """Deadline rows plus a heap of due times; stale heap entries are skipped when popped."""
+
+    def __init__(self, journal: _Journal) -> None:
+        self._journal = journal
+        self.rows: dict[DeadlineKey, tuple[datetime, DeadlineState]] = {}
+        self._heap: list[tuple[datetime, DeadlineKey]] = []
+
+    def sync(self, order_id: str, current: Sequence[Obligation], now: datetime) -> None:
+        for obligation in current:
+            key = (order_id, obligation.rule.id, obligation.subject)
+            row = (obligation.due_at, deadline_state(obligation, now))
+            if self.rows.get(key) == row:
+                continue
+            self._journal.set(self.rows, key, row)
+            if row[1] == "pending":
+                heapq.heappush(self._heap, (obligation.due_at, key))
+
+    def is_due(self, deadline: DueDeadline) -> bool:
+        key = (deadline.order_id, deadline.rule, deadline.subject)
+        return self.rows.get(key) in ((deadline.due_at, "pending"), (deadline.due_at, "enqueued"))
+
+    def due(self, until: datetime, limit: int) -> list[DueDeadline]:
+        found: list[DueDeadline] = []
+        while self._heap and self._heap[0][0] <= until and len(found) < limit:
+            due_at, key = heapq.heappop(self._heap)
+            if self.rows.get(key) == (due_at, "pending"):
+                found.append(DueDeadline(*key, due_at=due_at))
+        return found
+
+
+class MemoryLedger:
+    def __init__(self, journal: _Journal) -> None:
+        self._journal = journal
+        self.entries: dict[tuple[str, str, str, datetime, str], LedgerEntry] = {}
+
+    def add(self, entry: LedgerEntry) -> None:
+        key = (entry.order_id, entry.rule, entry.subject, entry.outcome_at, entry.entry)
+        if key in self.entries:
+            raise IntegrityError(f"ledger entry {key} twice")
+        self._journal.set(self.entries, key, entry)
+
+    def totals(self) -> dict[str, int]:
+        totals: dict[str, int] = defaultdict(int)
+        for entry in self.entries.values():
+            totals[entry.merchant_id] += entry.points
+        return dict(sorted(totals.items()))
+
+
+class MemoryUnitOfWork:
+    """All repositories share one journal, so rollback undoes the whole transaction."""
+
+    def __init__(self) -> None:
+        self._journal = _Journal()
+        self.inbox = MemoryInbox(self._journal)
+        self.orders = MemoryOrders(self._journal)
+        self.outcomes = MemoryOutcomes(self._journal)
+        self.deadlines = MemoryDeadlines(self._journal)
+        self.ledger = MemoryLedger(self._journal)
+        self.commits = 0
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.rollback()  # a no-op after commit
+
+    def commit(self) -> None:
+        self._journal.undo.clear()
+        self.commits += 1
+
+    def rollback(self) -> None:
+        while self._journal.undo:
+            self._journal.undo.pop()()

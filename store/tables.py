@@ -1,0 +1,174 @@
+"""The SQL schema (SQLAlchemy 2.x). Alembic owns changes to it: see migrations/.
+
+Constraints carry the rules' guarantees, so a redelivered task or a racing worker cannot record
+an outcome twice even if code were wrong: unique event ids, one row per clock, one outcome per
+key, at most one standing violation per order and category, one ledger entry per outcome.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware in, timezone-aware UTC out, on SQLite (no tz support) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; all times must be aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+Key = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+Name = String(128)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class OrderRow(Base):
+    __tablename__ = "orders"
+
+    order_id: Mapped[str] = mapped_column(Name, primary_key=True)
+    merchant_id: Mapped[str | None] = mapped_column(Name, index=True)
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    state: Mapped[dict[str, Any]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, server_default=func.now(), onupdate=func.now()
+    )
+
+
+class InboxRow(Base):
+    """Every event processed, once: the idempotency record and the audit log of what we knew."""
+
+    __tablename__ = "inbox"
+
+    event_id: Mapped[str] = mapped_column(Name, primary_key=True)
+    order_id: Mapped[str] = mapped_column(Name, index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    digest: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]] = mapped_column(Json)
+
+
+class DeadlineRow(Base):
+    """One row per clock: the durable source of truth for when an order must be re-judged."""
+
+    __tablename__ = "deadlines"
+    __table_args__ = (
+        UniqueConstraint("order_id", "rule", "subject"),
+        Index(
+            "ix_deadlines_due_pending",
+            "due_at",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(Name)
+    rule: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(Name, default="")
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    state: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OutcomeRow(Base):
+    """Violations and escalations. Withdrawn ones stay, flagged: nothing is ever deleted."""
+
+    __tablename__ = "outcomes"
+    __table_args__ = (
+        UniqueConstraint("order_id", "rule", "subject", "at"),
+        Index(
+            "uq_outcomes_one_standing_violation",
+            "order_id",
+            "category",
+            unique=True,
+            postgresql_where=text("kind = 'violation' AND NOT retracted"),
+            sqlite_where=text("kind = 'violation' AND NOT retracted"),
+        ),
+        Index("ix_outcomes_merchant_category_at", "merchant_id", "category", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    order_id: Mapped[str] = mapped_column(Name)
+    merchant_id: Mapped[str | None] = mapped_column(Name)
+    rule: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(Name, default="")
+    category: Mapped[str | None] = mapped_column(String(32))
+    clause: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    severity: Mapped[str | None] = mapped_column(String(16))
+    points: Mapped[int | None] = mapped_column(Integer)
+    retracted: Mapped[bool] = mapped_column(Boolean, default=False)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=func.now())
+
+
+class RetractionRow(Base):
+    __tablename__ = "retractions"
+
+    id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    outcome_id: Mapped[int] = mapped_column(Key, unique=True)
+    order_id: Mapped[str] = mapped_column(Name, index=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    evidence: Mapped[str] = mapped_column(String(512))
+
+
+class LedgerRow(Base):
+    """The merchant points ledger: a charge per violation and a reversal per withdrawal."""
+
+    __tablename__ = "points_ledger"
+    __table_args__ = (UniqueConstraint("order_id", "rule", "subject", "outcome_at", "entry"),)
+
+    id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(Name, index=True)
+    order_id: Mapped[str] = mapped_column(Name)
+    rule: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(Name, default="")
+    outcome_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    entry: Mapped[str] = mapped_column(String(16))
+    points: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)

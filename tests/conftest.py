@@ -1,0 +1,88 @@
+"""Shared fixtures. Servers: a test that needs one skips locally when it is down, but fails in
+CI (CI=true), where a missing server is a broken environment, not a reason to skip."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from config.policy import load_policy
+from config.settings import DEFAULT_POLICY
+from models.events import Event
+from models.policy import Policy
+from store.migrate import upgrade
+from store.sql import SqlUnitOfWork, make_engine, session_factory
+from worker.replay import Replayer
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_URL = os.environ.get(
+    "SLATIMER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def server_missing(what: str, error: Exception) -> None:
+    if IN_CI:
+        raise RuntimeError(f"{what} is required in CI but unreachable: {error}") from error
+    pytest.skip(f"{what} unreachable ({error}); run `make services`")
+
+
+@pytest.fixture(scope="session")
+def policy() -> Policy:
+    return load_policy(DEFAULT_POLICY)
+
+
+def run(
+    events: list[Event], policy: Policy, until: datetime | None = None, uow: Any = None
+) -> list[dict[str, Any]]:
+    """Replay events (in the given order) and return the outcome lines, in order of `at`."""
+    replayer = Replayer(policy, uow)
+    for event in events:
+        replayer.feed(event)
+    return [outcome.as_json() for outcome in replayer.finish(until).in_order()]
+
+
+@pytest.fixture()
+def sqlite_engine(tmp_path: Any) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'slatimer.db'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_engine() -> Iterator[Engine]:
+    engine = make_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as error:  # noqa: BLE001 - any failure to connect means "missing"
+        engine.dispose()
+        server_missing(f"PostgreSQL at {PG_URL}", error)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def pg_engine(pg_admin_engine: Engine) -> Iterator[Engine]:
+    """A fresh, migrated PostgreSQL database for one test, dropped afterwards."""
+    name = f"slatimer_t_{uuid.uuid4().hex[:12]}"
+    with pg_admin_engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(pg_admin_engine.url.set(database=name).render_as_string(False))
+    try:
+        upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with pg_admin_engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def sql_uow(engine: Engine) -> SqlUnitOfWork:
+    return SqlUnitOfWork(session_factory(engine))

@@ -1,0 +1,106 @@
+"""Checks every store must pass, run against SQLite (unit tier) and PostgreSQL (integration)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+
+from models.outcomes import Outcome
+from models.policy import Policy
+from store.tables import InboxRow, LedgerRow, OutcomeRow, RetractionRow
+from tests.builders import DAY, T0, H, collected, created, stockout
+from tests.conftest import run, sql_uow
+from worker.replay import replay_lines
+from worker.services import record_event
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "day-of-orders.jsonl"
+
+
+def same_outcomes_as_memory(engine: Engine, policy: Policy) -> None:
+    lines = EXAMPLE.read_bytes().splitlines()
+    in_memory = replay_lines(lines, policy)
+    in_sql = replay_lines(lines, policy, uow=sql_uow(engine))
+    assert in_memory.outcomes, "the example log should produce outcomes"
+    assert [o.as_json() for o in in_sql.in_order()] == [o.as_json() for o in in_memory.in_order()]
+    with sql_uow(engine) as uow:
+        assert uow.ledger.totals() == in_memory.points_by_merchant()
+
+
+def late_evidence_is_kept_not_deleted(engine: Engine, policy: Policy) -> None:
+    events = [created("o1"), created("o2", at=T0 + 130 * H), collected("o1", T0 + 119 * H)]
+    run(events, policy, until=T0 + 300 * H, uow=sql_uow(engine))
+    with engine.connect() as connection:
+        rows = connection.execute(select(OutcomeRow.order_id, OutcomeRow.retracted)).all()
+        assert sorted(rows) == [("o1", True), ("o2", False)]
+        assert connection.scalar(select(func.count()).select_from(RetractionRow)) == 1
+        ledger = connection.execute(
+            select(LedgerRow.order_id, LedgerRow.entry, LedgerRow.points).order_by(LedgerRow.id)
+        ).all()
+        assert ledger == [("o1", "charge", 4), ("o1", "reversal", -4), ("o2", "charge", 4)]
+
+
+def a_failed_transaction_leaves_nothing(engine: Engine, policy: Policy) -> None:
+    with sql_uow(engine) as uow:
+        record_event(created("o1"), uow, T0, policy)
+        # no commit: leaving the block rolls back
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(InboxRow)) == 0
+
+
+def the_schema_refuses_a_second_standing_violation(engine: Engine, policy: Policy) -> None:
+    run([created("o1"), stockout("o1", T0 + H)], policy, T0 + 10 * DAY, uow=sql_uow(engine))
+    duplicate = Outcome(
+        kind="violation",
+        rule="collection_overdue",
+        order_id="o1",
+        merchant_id="m-1",
+        at=T0 + 120 * H,
+        clause="2.1.1",
+        category="out_of_stock",
+        severity="general",
+        points=4,
+    )
+    with sql_uow(engine) as uow, pytest.raises(IntegrityError):
+        uow.outcomes.record(duplicate)
+
+
+def the_schema_refuses_the_same_outcome_twice(engine: Engine, policy: Policy) -> None:
+    run([created("o1")], policy, T0 + 10 * DAY, uow=sql_uow(engine))
+    with sql_uow(engine) as uow:
+        [recorded] = uow.outcomes.for_order("o1")
+        uow.session.execute(
+            OutcomeRow.__table__.update().values(retracted=True)  # free the category slot
+        )
+        again = Outcome(
+            kind="violation",
+            rule=recorded.rule,
+            order_id="o1",
+            merchant_id="m-1",
+            at=recorded.at,
+            clause=recorded.clause,
+            category=recorded.category,
+        )
+        with pytest.raises(IntegrityError):
+            uow.outcomes.record(again)
+
+
+def times_come_back_aware_in_utc(engine: Engine, policy: Policy) -> None:
+    run([created("o1")], policy, T0 + 10 * DAY, uow=sql_uow(engine))
+    with sql_uow(engine) as uow:
+        [recorded] = uow.outcomes.for_order("o1")
+        assert recorded.at == T0 + 120 * H
+        assert recorded.at.utcoffset() == timedelta(0)
+
+
+CHECKS = [
+    same_outcomes_as_memory,
+    late_evidence_is_kept_not_deleted,
+    a_failed_transaction_leaves_nothing,
+    the_schema_refuses_a_second_standing_violation,
+    the_schema_refuses_the_same_outcome_twice,
+    times_come_back_aware_in_utc,
+]

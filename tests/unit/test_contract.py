@@ -1,0 +1,115 @@
+"""Event contract v1: strict parsing, errors that name the field and the reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from models.events import MAX_EVENT_BYTES, ContractError, contract_schema, parse_event
+from models.policy import Policy
+from store.memory import MemoryUnitOfWork
+from tests.builders import T0, doc
+from worker.services import DuplicateEventId, record_event
+
+CREATED = doc(
+    "order.created",
+    "o1",
+    T0,
+    event_id="e-1",
+    merchant_id="m-1",
+    items=[{"sku": "a", "quantity": 2, "ship_within_hours": 72}],
+    ship_to={"country": "HK", "postcode": "999077"},
+)
+
+
+def _with(**changes: Any) -> bytes:
+    body = {**CREATED, **changes}
+    return orjson.dumps({k: v for k, v in body.items() if v is not None})
+
+
+def _error(raw: bytes | str) -> ContractError:
+    with pytest.raises(ContractError) as caught:
+        parse_event(raw)
+    return caught.value
+
+
+def test_a_valid_order_created_parses_with_utc_times() -> None:
+    event = parse_event(_with(occurred_at="2026-03-02T17:00:00+08:00"))
+    assert event.type == "order.created"
+    assert event.occurred_at.isoformat() == "2026-03-02T09:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "reason"),
+    [
+        (_with(occurred_at="2026-03-02T09:00:00"), "occurred_at", "timezone"),
+        (_with(occurred_at=1772442000), "occurred_at", "valid datetime"),
+        (_with(occurred_at="1969-12-31T23:59:59Z"), "occurred_at", "between"),
+        (_with(occurred_at="9999-01-01T00:00:00Z"), "occurred_at", "between"),
+        (_with(type="order.teleported"), "type", "unknown event type"),
+        (_with(type=None), "type", "missing"),
+        (_with(merchant_id=None), "merchant_id", "required"),
+        (_with(event_id=""), "event_id", "at least 1"),
+        (_with(items=[]), "items", "at least 1"),
+        (_with(items=[{"sku": "a", "quantity": "2"}]), "items.0.quantity", "valid integer"),
+        (_with(items=[{"sku": "a", "quantity": 0}]), "items.0.quantity", "greater than"),
+        (_with(items=[{"sku": "a", "quantity": 1, "ship_within": 3}]), "items.0.ship_within", ""),
+        (_with(ship_to={"country": "Hong Kong", "postcode": "1"}), "ship_to.country", "pattern"),
+        (_with(colour="red"), "colour", "Extra inputs"),
+        (b"{not json", "(message)", "not valid JSON"),
+        (b"[1, 2]", "(message)", "JSON object"),
+        (b"\xff\xfe", "(message)", "not valid JSON"),
+        (b" " * (MAX_EVENT_BYTES + 1), "(message)", "larger than"),
+    ],
+)
+def test_contract_violations_name_the_field_and_reason(raw: bytes, field: str, reason: str) -> None:
+    error = _error(raw)
+    assert error.field == field
+    assert reason in error.reason
+
+
+def test_restock_contact_needs_the_agreed_arrival_time() -> None:
+    body = doc("order.consumer_contacted", "o1", T0, outcome="restock")
+    assert _error(orjson.dumps(body)).field == "new_ship_by"
+
+
+def test_restock_arrival_time_must_follow_the_contact() -> None:
+    body = doc(
+        "order.consumer_contacted", "o1", T0, outcome="restock", new_ship_by="2026-03-01T00:00:00Z"
+    )
+    error = _error(orjson.dumps(body))
+    assert (error.field, error.reason) == ("new_ship_by", "must be after occurred_at")
+
+
+def test_cancellation_review_decision_is_approved_or_rejected() -> None:
+    body = doc("cancellation.reviewed", "o1", T0, cancellation_id="c", decision="maybe")
+    assert _error(orjson.dumps(body)).field == "decision"
+
+
+def test_a_duplicate_event_id_with_a_different_body_is_rejected(policy: Policy) -> None:
+    uow = MemoryUnitOfWork()
+    record_event(parse_event(_with()), uow, T0, policy)
+    record_event(parse_event(_with()), uow, T0, policy)  # same body: harmless
+    with pytest.raises(DuplicateEventId) as caught:
+        record_event(parse_event(_with(merchant_id="m-2")), uow, T0, policy)
+    assert caught.value.field == "event_id"
+    assert "different event" in caught.value.reason
+
+
+def test_the_published_schema_covers_every_event_type() -> None:
+    schema = contract_schema()
+    mapping = schema["discriminator"]["mapping"]
+    assert set(mapping) == {
+        "order.created",
+        "order.shipped",
+        "order.collected",
+        "order.stockout_declared",
+        "order.consumer_contacted",
+        "cancellation.requested",
+        "cancellation.reviewed",
+        "customs.clearance_failed",
+        "refund.completed",
+    }
+    assert schema["$defs"]["OrderCreated"]["additionalProperties"] is False

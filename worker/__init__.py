@@ -1,0 +1,1 @@
+"""The service layer, composition root and command line of slatimer."""

@@ -1,0 +1,120 @@
+"""`slatimer`: the one entry point (typer)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from config.policy import PolicyError, load_policy
+from config.settings import DEFAULT_POLICY, Settings
+from models.events import contract_schema
+from models.outcomes import Outcome
+from worker.logs import configure_logging
+from worker.replay import ReplayResult, replay_lines
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
+)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic).")
+app.add_typer(db_app, name="db")
+
+
+@app.callback()
+def _setup() -> None:
+    """Logs go to stderr as JSON; replay and demo keep stdout for their own output."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "day-of-orders.jsonl"
+
+
+def _aware(value: str) -> datetime:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise typer.BadParameter("needs a UTC offset, e.g. 2026-11-20T00:00:00Z")
+    return moment
+
+
+@app.command()
+def replay(
+    events: Annotated[Path, typer.Argument(help="A JSON-lines event log; '-' reads stdin.")],
+    until: Annotated[
+        str | None, typer.Option(help="Advance the clock to this time after the last event.")
+    ] = None,
+    policy: Annotated[Path, typer.Option(help="Policy file (TOML).")] = DEFAULT_POLICY,
+    summary: Annotated[bool, typer.Option(help="Add points per merchant at the end.")] = False,
+) -> None:
+    """Run an event log through the rules on a virtual clock and print the outcomes (JSON lines)."""
+    configure_logging("WARNING")  # one log line per outcome would double the output
+    try:
+        rules = load_policy(policy)
+    except PolicyError as bad_policy:
+        raise typer.BadParameter(str(bad_policy), param_hint="--policy") from None
+    stream = sys.stdin.buffer if str(events) == "-" else events.open("rb")
+    with stream:
+        result = replay_lines(stream, rules, until=_aware(until) if until else None)
+    _print_outcomes(result.in_order())
+    if summary:
+        _print_summary(result)
+    for error in result.errors:
+        typer.echo(error, err=True)
+    raise typer.Exit(1 if result.errors else 0)
+
+
+def _print_outcomes(outcomes: list[Outcome]) -> None:
+    out = sys.stdout.buffer
+    for outcome in outcomes:
+        out.write(orjson.dumps(outcome.as_json()) + b"\n")
+    out.flush()
+
+
+def _print_summary(result: ReplayResult) -> None:
+    line = {"summary": {"events": result.events, "points_by_merchant": result.points_by_merchant()}}
+    typer.echo(orjson.dumps(line).decode())
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the event contract."""
+    typer.echo(orjson.dumps(contract_schema(), option=orjson.OPT_INDENT_2).decode())
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Create or migrate the schema at SLATIMER_DATABASE_URL."""
+    from store.migrate import upgrade
+    from store.sql import make_engine
+
+    settings = Settings()
+    engine = make_engine(settings.database_url)
+    upgrade(engine, revision)
+    engine.dispose()
+    typer.echo(f"schema at {revision} on {engine.url.render_as_string(hide_password=True)}")
+
+
+@app.command()
+def demo(
+    events: Annotated[Path, typer.Option(help="Event log to replay.")] = EXAMPLE,
+) -> None:
+    """Replay the bundled day of orders and show violations and points per merchant."""
+    configure_logging("WARNING")
+    with events.open("rb") as stream:
+        result = replay_lines(stream, load_policy(DEFAULT_POLICY))
+    for outcome in result.in_order():
+        row = outcome.as_json()
+        points = "" if row["points"] is None else f"{row['points']:+d} pts"
+        typer.echo(
+            f"{row['at']}  {row['kind']:<10} {row['rule']:<31} {row['order_id']:<10} "
+            f"{row['merchant_id'] or '':<12} clause {row['clause']:<16} {points}"
+        )
+    typer.echo("\npoints per merchant:")
+    for merchant, total in result.points_by_merchant().items():
+        typer.echo(f"  {merchant:<14} {total:>4}")
+    for error in result.errors:
+        typer.echo(error, err=True)

@@ -1,0 +1,158 @@
+"""Service layer: the two things that happen to an order — an event arrives, a clock fires.
+
+Both end in `reconcile_order`, which re-judges the order from its facts at `now` and records the
+difference. Handlers run inside a transaction the caller owns (one event, or one batch with a
+savepoint per message), so the caller decides when to commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Literal
+
+import structlog
+
+from models.events import ContractError, Event, body_digest
+from models.order import OrderState, apply
+from models.outcomes import (
+    LedgerEntry,
+    Outcome,
+    Withdrawal,
+    iso,
+    plan_reconciliation,
+    repeat_window,
+)
+from models.policy import Policy
+from models.rules import Obligation, obligations
+from store.base import DueDeadline, UnitOfWork
+
+log = structlog.get_logger("slatimer.services")
+
+
+class DuplicateEventId(ContractError):
+    """An `event_id` already used for a different body: the idempotency key was reused."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__("event_id", f"{event_id!r} was already used for a different event")
+
+
+def record_event(event: Event, uow: UnitOfWork, now: datetime, policy: Policy) -> list[Outcome]:
+    """Store the event's facts and re-judge its order. A repeated delivery changes nothing."""
+    digest = body_digest(event)
+    seen = uow.inbox.digest_of(event.event_id)
+    if seen == digest:
+        return []
+    if seen is not None:
+        raise DuplicateEventId(event.event_id)
+    uow.inbox.add(event, digest, received_at=now)
+    state = apply(uow.orders.get(event.order_id) or OrderState(order_id=event.order_id), event)
+    uow.orders.save(state)
+    return reconcile_order(state, uow, now, policy)
+
+
+def fire_deadline(
+    deadline: DueDeadline, uow: UnitOfWork, now: datetime, policy: Policy
+) -> list[Outcome]:
+    """A clock's time came: re-judge the order, unless the clock was met or moved meanwhile."""
+    if not uow.deadlines.is_due(deadline):
+        return []
+    state = uow.orders.get(deadline.order_id)
+    if state is None:
+        return []
+    return reconcile_order(state, uow, now, policy)
+
+
+def reconcile_order(
+    state: OrderState, uow: UnitOfWork, now: datetime, policy: Policy
+) -> list[Outcome]:
+    """Make the record match the facts as of `now`: raise breaches, withdraw disproved ones."""
+    current = obligations(state, policy)
+    plan = plan_reconciliation(current, now, uow.outcomes.for_order(state.order_id))
+    made = [_withdraw(state, w, uow, now) for w in plan.to_withdraw]
+    made += [_raise(state, o, uow, policy) for o in plan.to_raise]
+    uow.deadlines.sync(state.order_id, current, now)
+    return made
+
+
+def _raise(state: OrderState, obligation: Obligation, uow: UnitOfWork, policy: Policy) -> Outcome:
+    rule = obligation.rule
+    outcome = Outcome(
+        kind=rule.kind,
+        rule=rule.id,
+        order_id=state.order_id,
+        merchant_id=state.merchant_id,
+        at=obligation.due_at,
+        clause=obligation.clause,
+        category=rule.category,
+        subject=obligation.subject,
+    )
+    if rule.kind == "violation" and rule.category is not None:
+        outcome = _graded(outcome, rule.category, uow, policy)
+    uow.outcomes.record(outcome)
+    if outcome.points:
+        uow.ledger.add(_ledger_entry(outcome, "charge", outcome.at, outcome.points))
+    _log(outcome)
+    return outcome
+
+
+def _graded(outcome: Outcome, category: str, uow: UnitOfWork, policy: Policy) -> Outcome:
+    """Chapter III: the points depend on whether this is a repeat within the window."""
+    assert outcome.merchant_id is not None
+    since, until = repeat_window(outcome.at, policy.repeat_window)
+    serious = uow.outcomes.any_violation_between(outcome.merchant_id, category, since, until)
+    return replace(
+        outcome,
+        severity="serious" if serious else "general",
+        points=policy.points_for(category, serious),
+    )
+
+
+def _withdraw(state: OrderState, withdrawal: Withdrawal, uow: UnitOfWork, now: datetime) -> Outcome:
+    """Late evidence disproved a breach: record a retraction and reverse its points."""
+    withdrawn = withdrawal.outcome
+    retraction = Outcome(
+        kind="retraction",
+        rule=withdrawn.rule,
+        order_id=state.order_id,
+        merchant_id=state.merchant_id,
+        at=now,
+        clause=withdrawn.clause,
+        category=withdrawn.category,
+        severity=withdrawn.severity,
+        points=-withdrawn.points if withdrawn.points else None,
+        subject=withdrawn.subject,
+        evidence=f"withdraws the {withdrawn.kind} at {iso(withdrawn.at)}: {withdrawal.reason}",
+    )
+    uow.outcomes.withdraw(withdrawn, retraction)
+    if retraction.points:
+        uow.ledger.add(_ledger_entry(retraction, "reversal", withdrawn.at, retraction.points))
+    _log(retraction)
+    return retraction
+
+
+def _ledger_entry(
+    outcome: Outcome, entry: Literal["charge", "reversal"], outcome_at: datetime, points: int
+) -> LedgerEntry:
+    assert outcome.merchant_id is not None
+    return LedgerEntry(
+        merchant_id=outcome.merchant_id,
+        order_id=outcome.order_id,
+        rule=outcome.rule,
+        subject=outcome.subject,
+        outcome_at=outcome_at,
+        entry=entry,
+        points=points,
+        at=outcome.at,
+    )
+
+
+def _log(outcome: Outcome) -> None:
+    log.info(
+        outcome.kind,
+        order_id=outcome.order_id,
+        merchant_id=outcome.merchant_id,
+        rule=outcome.rule,
+        at=iso(outcome.at),
+        points=outcome.points,
+    )
