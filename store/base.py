@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -39,7 +40,11 @@ class Inbox(Protocol):
 
 
 class Orders(Protocol):
-    def get(self, order_id: str) -> OrderState | None: ...
+    def lock(self, order_id: str) -> OrderState:
+        """The order's state, locked for this transaction (an empty state if it is new), so
+        concurrent handlers of one order take turns. Take it before reading anything else."""
+        ...
+
     def save(self, state: OrderState) -> None: ...
 
 
@@ -88,3 +93,7 @@ class UnitOfWork(Protocol):
     ) -> None: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested transaction: an exception inside undoes only its writes, then propagates.
+        Batches use one per message so a poison message cannot sink the others."""
+        ...

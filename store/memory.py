@@ -10,7 +10,8 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import defaultdict
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
@@ -70,8 +71,8 @@ class MemoryOrders:
         self._journal = journal
         self.states: dict[str, OrderState] = {}
 
-    def get(self, order_id: str) -> OrderState | None:
-        return self.states.get(order_id)
+    def lock(self, order_id: str) -> OrderState:
+        return self.states.get(order_id) or OrderState(order_id=order_id)
 
     def save(self, state: OrderState) -> None:
         self._journal.set(self.states, state.order_id, state)
@@ -223,5 +224,17 @@ class MemoryUnitOfWork:
         self.commits += 1
 
     def rollback(self) -> None:
-        while self._journal.undo:
+        self._undo_to(0)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        mark = len(self._journal.undo)
+        try:
+            yield
+        except BaseException:
+            self._undo_to(mark)
+            raise
+
+    def _undo_to(self, mark: int) -> None:
+        while len(self._journal.undo) > mark:
             self._journal.undo.pop()()

@@ -6,12 +6,15 @@ PostgreSQL), so two workers judging the same order take turns instead of losing 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
 from sqlalchemy import Engine, create_engine, event, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.events import Event
@@ -66,9 +69,21 @@ class SqlOrders:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def get(self, order_id: str) -> OrderState | None:
+    def lock(self, order_id: str) -> OrderState:
         row = self.session.get(OrderRow, order_id, with_for_update=True)
-        return OrderState.model_validate(row.state) if row else None
+        if row is None:
+            self._insert_if_absent(order_id)
+            row = self.session.get(OrderRow, order_id, with_for_update=True, populate_existing=True)
+            assert row is not None
+        return OrderState.model_validate(row.state)
+
+    def _insert_if_absent(self, order_id: str) -> None:
+        """Two handlers of a new order race to create its row; the loser waits on the lock."""
+        empty = OrderState(order_id=order_id).model_dump(mode="json")
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = insert(OrderRow).values(order_id=order_id, state=empty)
+        self.session.execute(statement.on_conflict_do_nothing(index_elements=["order_id"]))
 
     def save(self, state: OrderState) -> None:
         row = self.session.get(OrderRow, state.order_id)
@@ -265,6 +280,11 @@ class SqlUnitOfWork:
 
     def rollback(self) -> None:
         self.session.rollback()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        with self.session.begin_nested():
+            yield
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

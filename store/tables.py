@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     TypeDecorator,
@@ -103,6 +104,12 @@ class DeadlineRow(Base):
             postgresql_where=text("state = 'pending'"),
             sqlite_where=text("state = 'pending'"),
         ),
+        Index(
+            "ix_deadlines_due_enqueued",
+            "due_at",
+            postgresql_where=text("state = 'enqueued'"),
+            sqlite_where=text("state = 'enqueued'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
@@ -111,7 +118,9 @@ class DeadlineRow(Base):
     subject: Mapped[str] = mapped_column(Name, default="")
     due_at: Mapped[datetime] = mapped_column(UtcDateTime)
     state: Mapped[str] = mapped_column(String(16))
+    """pending -> enqueued (a timer holds it) -> fired | met; only the dispatcher enqueues."""
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class OutcomeRow(Base):
@@ -172,3 +181,22 @@ class LedgerRow(Base):
     entry: Mapped[str] = mapped_column(String(16))
     points: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DeadLetterRow(Base):
+    """A message the ingest consumer could not accept, kept whole with the reason.
+
+    Written in the same transaction as the good messages of its batch, so acknowledging the
+    batch never loses a bad message. `slatimer dlq list` / `dlq replay` read and re-drive them.
+    """
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    source: Mapped[str] = mapped_column(String(128))
+    field: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(String(1024))
+    content_type: Mapped[str | None] = mapped_column(String(128))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    replayed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

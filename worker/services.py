@@ -39,6 +39,7 @@ class DuplicateEventId(ContractError):
 
 def record_event(event: Event, uow: UnitOfWork, now: datetime, policy: Policy) -> list[Outcome]:
     """Store the event's facts and re-judge its order. A repeated delivery changes nothing."""
+    state = uow.orders.lock(event.order_id)  # first: a concurrent duplicate waits here
     digest = body_digest(event)
     seen = uow.inbox.digest_of(event.event_id)
     if seen == digest:
@@ -46,7 +47,7 @@ def record_event(event: Event, uow: UnitOfWork, now: datetime, policy: Policy) -
     if seen is not None:
         raise DuplicateEventId(event.event_id)
     uow.inbox.add(event, digest, received_at=now)
-    state = apply(uow.orders.get(event.order_id) or OrderState(order_id=event.order_id), event)
+    state = apply(state, event)
     uow.orders.save(state)
     return reconcile_order(state, uow, now, policy)
 
@@ -55,10 +56,8 @@ def fire_deadline(
     deadline: DueDeadline, uow: UnitOfWork, now: datetime, policy: Policy
 ) -> list[Outcome]:
     """A clock's time came: re-judge the order, unless the clock was met or moved meanwhile."""
+    state = uow.orders.lock(deadline.order_id)  # first: a redelivered twin waits here
     if not uow.deadlines.is_due(deadline):
-        return []
-    state = uow.orders.get(deadline.order_id)
-    if state is None:
         return []
     return reconcile_order(state, uow, now, policy)
 
