@@ -63,11 +63,49 @@ class Deadlines(Protocol):
     def sync(self, order_id: str, current: Sequence[Obligation], now: datetime) -> None: ...
     def is_due(self, deadline: DueDeadline) -> bool: ...
     def due(self, until: datetime, limit: int) -> list[DueDeadline]: ...
+    def claim(self, until: datetime, limit: int, now: datetime) -> list[DueDeadline]:
+        """Mark pending deadlines due by `until` as enqueued and return them, earliest first.
+        Safe with several dispatchers: each row is claimed by one (SKIP LOCKED)."""
+        ...
+
+    def requeue_stale(self, due_before: datetime, now: datetime) -> int:
+        """Enqueued deadlines due before `due_before` whose task never completed (a lost
+        worker, a lost message) go back to pending, so the dispatcher sends them again."""
+        ...
 
 
 class Ledger(Protocol):
     def add(self, entry: LedgerEntry) -> None: ...
     def totals(self) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the ingest consumer refused, kept whole (raw bytes) with the field and reason,
+    so an operator can see what was wrong and re-drive it once the producer is fixed."""
+
+    received_at: datetime
+    source: str
+    field: str
+    reason: str
+    content_type: str | None
+    body: bytes
+    id: int | None = None
+    replayed_at: datetime | None = None
+
+
+class DeadLetters(Protocol):
+    def add(self, letter: DeadLetter) -> None: ...
+    def latest(self, limit: int) -> list[DeadLetter]:
+        """The newest dead letters first, replayed or not."""
+        ...
+
+    def for_replay(self, ids: Sequence[int] | None, limit: int) -> list[DeadLetter]:
+        """The dead letters with these ids (replayed before or not), or with `ids=None` the ones
+        never replayed; oldest first, locked for this transaction so two replays take turns."""
+        ...
+
+    def mark_replayed(self, ids: Sequence[int], at: datetime) -> None: ...
 
 
 class UnitOfWork(Protocol):
@@ -83,6 +121,8 @@ class UnitOfWork(Protocol):
     def deadlines(self) -> Deadlines: ...
     @property
     def ledger(self) -> Ledger: ...
+    @property
+    def dead_letters(self) -> DeadLetters: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

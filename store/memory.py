@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, OutcomeKey, Recorded
 from models.rules import Obligation
-from store.base import DeadlineState, DueDeadline, deadline_state
+from store.base import DeadLetter, DeadlineState, DueDeadline, deadline_state
 
 Undo = Callable[[], None]
 K = TypeVar("K")
@@ -169,6 +170,24 @@ class MemoryDeadlines:
         key = (deadline.order_id, deadline.rule, deadline.subject)
         return self.rows.get(key) in ((deadline.due_at, "pending"), (deadline.due_at, "enqueued"))
 
+    def claim(self, until: datetime, limit: int, now: datetime) -> list[DueDeadline]:
+        claimed = self.due(until, limit)
+        for deadline in claimed:
+            key = (deadline.order_id, deadline.rule, deadline.subject)
+            self._journal.set(self.rows, key, (deadline.due_at, "enqueued"))
+        return claimed
+
+    def requeue_stale(self, due_before: datetime, now: datetime) -> int:
+        stale = [
+            (key, due_at)
+            for key, (due_at, state) in self.rows.items()
+            if state == "enqueued" and due_at < due_before
+        ]
+        for key, due_at in stale:
+            self._journal.set(self.rows, key, (due_at, "pending"))
+            heapq.heappush(self._heap, (due_at, key))
+        return len(stale)
+
     def due(self, until: datetime, limit: int) -> list[DueDeadline]:
         found: list[DueDeadline] = []
         while self._heap and self._heap[0][0] <= until and len(found) < limit:
@@ -196,6 +215,32 @@ class MemoryLedger:
         return dict(sorted(totals.items()))
 
 
+class MemoryDeadLetters:
+    """Dead letters by id; ids are never reused, even when a transaction rolls back (as in SQL)."""
+
+    def __init__(self, journal: _Journal) -> None:
+        self._journal = journal
+        self.rows: dict[int, DeadLetter] = {}
+        self._ids = itertools.count(1)
+
+    def add(self, letter: DeadLetter) -> None:
+        letter_id = next(self._ids)
+        self._journal.set(self.rows, letter_id, replace(letter, id=letter_id))
+
+    def latest(self, limit: int) -> list[DeadLetter]:
+        return [self.rows[key] for key in sorted(self.rows, reverse=True)[:limit]]
+
+    def for_replay(self, ids: Sequence[int] | None, limit: int) -> list[DeadLetter]:
+        if ids is None:
+            found = [self.rows[key] for key in sorted(self.rows)]
+            return [letter for letter in found if letter.replayed_at is None][:limit]
+        return [self.rows[key] for key in sorted(set(ids)) if key in self.rows][:limit]
+
+    def mark_replayed(self, ids: Sequence[int], at: datetime) -> None:
+        for key in ids:
+            self._journal.set(self.rows, key, replace(self.rows[key], replayed_at=at))
+
+
 class MemoryUnitOfWork:
     """All repositories share one journal, so rollback undoes the whole transaction."""
 
@@ -206,6 +251,7 @@ class MemoryUnitOfWork:
         self.outcomes = MemoryOutcomes(self._journal)
         self.deadlines = MemoryDeadlines(self._journal)
         self.ledger = MemoryLedger(self._journal)
+        self.dead_letters = MemoryDeadLetters(self._journal)
         self.commits = 0
 
     def __enter__(self) -> Self:

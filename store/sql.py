@@ -21,8 +21,16 @@ from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, Recorded
 from models.rules import Obligation
-from store.base import DueDeadline, deadline_state
-from store.tables import DeadlineRow, InboxRow, LedgerRow, OrderRow, OutcomeRow, RetractionRow
+from store.base import DeadLetter, DueDeadline, deadline_state
+from store.tables import (
+    DeadLetterRow,
+    DeadlineRow,
+    InboxRow,
+    LedgerRow,
+    OrderRow,
+    OutcomeRow,
+    RetractionRow,
+)
 
 OPEN_STATES = ("pending", "enqueued")
 
@@ -219,6 +227,38 @@ class SqlDeadlines:
         )
         return [DueDeadline(*row) for row in self.session.execute(query)]
 
+    def claim(self, until: datetime, limit: int, now: datetime) -> list[DueDeadline]:
+        candidates = (
+            select(DeadlineRow.id)
+            .where(DeadlineRow.state == "pending", DeadlineRow.due_at <= until)
+            .order_by(DeadlineRow.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids = list(self.session.scalars(candidates))
+        if not ids:
+            return []
+        claimed = self.session.execute(
+            update(DeadlineRow)
+            .where(DeadlineRow.id.in_(ids), DeadlineRow.state == "pending")
+            .values(state="enqueued", enqueued_at=now, updated_at=now)
+            .returning(
+                DeadlineRow.order_id, DeadlineRow.rule, DeadlineRow.subject, DeadlineRow.due_at
+            )
+            .execution_options(synchronize_session=False)
+        )
+        found = [DueDeadline(*row) for row in claimed]
+        return sorted(found, key=lambda deadline: deadline.due_at)
+
+    def requeue_stale(self, due_before: datetime, now: datetime) -> int:
+        result = self.session.execute(
+            update(DeadlineRow)
+            .where(DeadlineRow.state == "enqueued", DeadlineRow.due_at < due_before)
+            .values(state="pending", updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
 
 class SqlLedger:
     def __init__(self, session: Session) -> None:
@@ -247,12 +287,64 @@ class SqlLedger:
         return {merchant: int(points) for merchant, points in self.session.execute(query)}
 
 
+class SqlDeadLetters:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, letter: DeadLetter) -> None:
+        self.session.add(
+            DeadLetterRow(
+                received_at=letter.received_at,
+                source=letter.source,
+                field=letter.field,
+                reason=letter.reason,
+                content_type=letter.content_type,
+                body=letter.body,
+                replayed_at=letter.replayed_at,
+            )
+        )
+
+    def latest(self, limit: int) -> list[DeadLetter]:
+        query = select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)
+        return [_dead_letter(row) for row in self.session.scalars(query)]
+
+    def for_replay(self, ids: Sequence[int] | None, limit: int) -> list[DeadLetter]:
+        query = select(DeadLetterRow).order_by(DeadLetterRow.id).limit(limit).with_for_update()
+        if ids is None:
+            query = query.where(DeadLetterRow.replayed_at.is_(None))
+        else:
+            query = query.where(DeadLetterRow.id.in_(list(ids)))
+        return [_dead_letter(row) for row in self.session.scalars(query)]
+
+    def mark_replayed(self, ids: Sequence[int], at: datetime) -> None:
+        self.session.execute(
+            update(DeadLetterRow)
+            .where(DeadLetterRow.id.in_(list(ids)))
+            .values(replayed_at=at)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _dead_letter(row: DeadLetterRow) -> DeadLetter:
+    return DeadLetter(
+        id=row.id,
+        received_at=row.received_at,
+        source=row.source,
+        field=row.field,
+        reason=row.reason,
+        content_type=row.content_type,
+        body=bytes(row.body),
+        replayed_at=row.replayed_at,
+    )
+
+
 class SqlUnitOfWork:
     inbox: SqlInbox
     orders: SqlOrders
     outcomes: SqlOutcomes
     deadlines: SqlDeadlines
     ledger: SqlLedger
+    dead_letters: SqlDeadLetters
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self.session_factory = session_factory
@@ -264,6 +356,7 @@ class SqlUnitOfWork:
         self.outcomes = SqlOutcomes(self.session)
         self.deadlines = SqlDeadlines(self.session)
         self.ledger = SqlLedger(self.session)
+        self.dead_letters = SqlDeadLetters(self.session)
         return self
 
     def __exit__(

@@ -99,6 +99,49 @@ def db_upgrade(revision: str = "head") -> None:
 
 
 @app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+) -> None:
+    """Run the Celery worker that fires deadlines (queue slatimer.timers)."""
+    from tasks.app import TIMER_QUEUE
+    from tasks.app import app as celery
+
+    settings = Settings()
+    celery.worker_main(
+        [
+            "worker",
+            f"--queues={TIMER_QUEUE}",
+            f"--concurrency={concurrency or settings.worker_concurrency}",
+            f"--loglevel={settings.log_level}",
+            "--task-events",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def dispatcher() -> None:
+    """Run the dispatcher: hands deadlines due within the horizon to Celery as ETA tasks."""
+    from worker.bootstrap import bootstrap
+    from worker.dispatcher import run_dispatcher
+
+    run_dispatcher(bootstrap())
+
+
+@app.command()
+def run() -> None:
+    """Migrate the schema, then run ingest, worker and dispatcher together (restarting any
+    that dies) until Ctrl-C. With no configuration: SQLite store, embedded broker."""
+    from worker.runner import Supervisor
+
+    db_upgrade("head")
+    supervisor = Supervisor()
+    supervisor.stop_on_signals()
+    supervisor.run()
+
+
+@app.command()
 def demo(
     events: Annotated[Path, typer.Option(help="Event log to replay.")] = EXAMPLE,
 ) -> None:

@@ -1,0 +1,64 @@
+"""The Celery application, configured deliberately (see docs/runtime.md for the why of each).
+
+`celery -A tasks.app worker` and `celery -A tasks.app flower` find `app` here. Creating it reads
+settings but connects to nothing; the worker connects when it starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from config.settings import Settings
+
+TIMER_QUEUE = "slatimer.timers"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if settings.broker_url.startswith("sqla+"):
+        transport_options["polling_interval"] = 0.2
+    if settings.broker_url.startswith(("amqp", "pyamqp")):
+        transport_options = {"confirm_publish": True}
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        # JSON only: a pickle message is refused, never executed
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        # a task is acknowledged after it ran; a worker killed mid-task leaves it to redeliver
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # ETA tasks sit in worker memory until due: the dispatcher keeps them within the
+        # horizon, and this caps how many one worker may hold
+        "worker_prefetch_multiplier": 1,
+        "worker_eta_task_limit": 10_000,
+        "worker_soft_shutdown_timeout": 10.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "task_time_limit": 300,
+        "task_soft_time_limit": 240,
+        "task_default_queue": TIMER_QUEUE,
+        "task_routes": {"slatimer.fire_deadlines": {"queue": TIMER_QUEUE}},
+        "task_create_missing_queues": True,
+        # Flower and monitoring see every task
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    celery = Celery("slatimer", include=["tasks.timers"])
+    celery.conf.update(celery_config(settings or Settings()))
+    return celery
+
+
+app = make_celery()

@@ -1,0 +1,232 @@
+"""The durable timers end to end: real PostgreSQL, real Redis broker, a real Celery worker and
+dispatcher process. Policy limits scaled so an hour is 50 ms (tests/policies/fast.toml)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine, func, select
+
+from config.policy import load_policy
+from models.events import Event
+from store.tables import DeadlineRow, OutcomeRow
+from tests.builders import (
+    cancel_requested,
+    cancel_reviewed,
+    collected,
+    created,
+    customs_failed,
+    refunded,
+    stockout,
+)
+from tests.conftest import server_missing, sql_uow
+from tests.runtime import (
+    FAST_POLICY,
+    comparable,
+    processes,
+    recorded_outcomes,
+    runtime_env,
+    wait_for,
+)
+from worker.replay import Replayer
+from worker.services import record_event
+
+pytestmark = pytest.mark.integration
+POLICY = load_policy(FAST_POLICY)
+HOUR = timedelta(milliseconds=50)
+REDIS_URL = os.environ.get("SLATIMER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture()
+def broker_url() -> Iterator[str]:
+    """A Redis database of its own (14), emptied before and after."""
+    url = REDIS_URL.rsplit("/", 1)[0] + "/14"
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        server_missing(f"Redis at {url}", error)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+def scenario(t0: datetime) -> list[tuple[datetime, Event]]:
+    """(when it reaches slatimer, event): two merchants' orders, one of each outcome."""
+
+    def at(hours: float) -> datetime:
+        return t0 + hours * HOUR
+
+    timeline = [
+        created("o1", at(0), "m-1"),  # never collected: 2.1.1 at 120 h, serious (o3 first)
+        created("o2", at(0), "m-1"),
+        collected("o2", at(100)),  # on time
+        created("o3", at(10), "m-1"),
+        stockout("o3", at(20)),  # no contact: 3.2.2 at 58 h
+        created("o4", at(0), "m-2"),
+        cancel_requested("o4", at(5)),  # never reviewed: 2.2.3 at 29 h
+        created("o5", at(0), "m-2"),
+        collected("o5", at(8)),
+        customs_failed("o5", at(10)),
+        refunded("o5", at(40)),  # late: 2.3.1 at 34 h
+        created("o6", at(0), "m-2"),  # collected on time, but we learn it at 150 h
+        created("o7", at(0), "m-2"),
+        cancel_requested("o7", at(2)),
+        cancel_reviewed("o7", at(3), "rejected"),  # unshipped: escalates at once
+        created("o8", at(149), "m-2"),  # moves replay's clock past o6's deadline, as real time does
+    ]
+    arrivals = [(event.occurred_at, event) for event in timeline]
+    arrivals.append((at(150), collected("o6", at(110))))
+    return sorted(arrivals, key=lambda pair: pair[0])
+
+
+def feed(arrivals: list[tuple[datetime, Event]], engine: Engine) -> None:
+    """Hand each event to the service at its arrival time, as ingest would."""
+    for arrival, event in arrivals:
+        time.sleep(max(0.0, (arrival - datetime.now(UTC)).total_seconds()))
+        with sql_uow(engine) as uow:
+            record_event(event, uow, datetime.now(UTC), POLICY)
+            uow.commit()
+
+
+def replay_of(arrivals: list[tuple[datetime, Event]], until: datetime) -> list[object]:
+    replayer = Replayer(POLICY)
+    for _arrival, event in arrivals:
+        replayer.feed(event)
+    return replayer.finish(until).outcomes
+
+
+def open_deadlines_due_by(engine: Engine, moment: datetime) -> int:
+    with engine.connect() as connection:
+        return (
+            connection.scalar(
+                select(func.count())
+                .select_from(DeadlineRow)
+                .where(DeadlineRow.state.in_(("pending", "enqueued")), DeadlineRow.due_at <= moment)
+            )
+            or 0
+        )
+
+
+def test_timers_fire_on_a_real_worker_and_match_replay(
+    pg_engine: Engine, broker_url: str, tmp_path: Path
+) -> None:
+    # Given a worker and a dispatcher on Redis and PostgreSQL
+    env = runtime_env(pg_engine.url.render_as_string(False), broker_url)
+    t0 = datetime.now(UTC) + timedelta(seconds=2)
+    arrivals = scenario(t0)
+    end = t0 + 160 * HOUR
+    with processes(env, tmp_path) as children:
+        children.start("worker")
+        children.start("dispatcher")
+        # When the events arrive in real time and the clocks run out
+        feed(arrivals, pg_engine)
+        try:
+            wait_for(lambda: open_deadlines_due_by(pg_engine, end) == 0, 30, "every clock to fire")
+            wait_for(lambda: datetime.now(UTC) > end, 10, "the end of the scenario")
+        except AssertionError:
+            raise AssertionError(children.logs()) from None
+    # Then the store holds exactly what replay computes from the same events
+    expected = comparable(replay_of(arrivals, end))
+    assert {o["rule"] for o in expected} >= {
+        "collection_overdue",
+        "stockout_contact_overdue",
+        "cancellation_review_overdue",
+        "customs_refund_overdue",
+        "cancellation_rejected_unshipped",
+    }
+    assert any(o["kind"] == "retraction" for o in expected)
+    assert recorded_outcomes(pg_engine) == expected
+
+
+def many_orders_due_soon(engine: Engine, count: int, due_in: timedelta) -> datetime:
+    """`count` orders whose 120 h collection deadline falls `due_in` from now."""
+    t0 = datetime.now(UTC) + due_in - 120 * HOUR
+    with sql_uow(engine) as uow:
+        for number in range(count):
+            order = created(f"k{number}", t0 + number * timedelta(milliseconds=10), f"m{number}")
+            record_event(order, uow, datetime.now(UTC), POLICY)
+        uow.commit()
+    return t0 + 120 * HOUR + count * timedelta(milliseconds=10)
+
+
+def violation_count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.scalar(select(func.count()).select_from(OutcomeRow)) or 0
+
+
+def test_a_worker_killed_with_sigkill_mid_flight_loses_no_deadline_and_fires_none_twice(
+    pg_engine: Engine, broker_url: str, tmp_path: Path
+) -> None:
+    # Given 150 deadlines falling due over 1.5 s, four seconds from now, handed to a worker
+    env = runtime_env(pg_engine.url.render_as_string(False), broker_url)
+    last_due = many_orders_due_soon(pg_engine, 150, timedelta(seconds=4))
+    with processes(env, tmp_path) as children:
+        children.start("worker")
+        children.start("dispatcher")
+        # When the worker is killed with SIGKILL while it holds their ETA tasks, and restarted
+        wait_for(lambda: datetime.now(UTC) > last_due - timedelta(seconds=1), 20, "mid-flight")
+        children.kill("worker")
+        fired_before_restart = violation_count(pg_engine)
+        children.start("worker", "worker-2")
+        try:
+            wait_for(lambda: violation_count(pg_engine) == 150, 60, "all 150 violations")
+            wait_for(lambda: open_deadlines_due_by(pg_engine, last_due) == 0, 30, "no open clock")
+        except AssertionError:
+            raise AssertionError(children.logs()) from None
+        time.sleep(2)  # any redelivered duplicate has had time to run
+    # Then every deadline fired exactly once
+    assert fired_before_restart < 150, "the kill should have interrupted the wave"
+    assert violation_count(pg_engine) == 150
+    with pg_engine.connect() as connection:
+        states = connection.execute(
+            select(DeadlineRow.state, func.count()).group_by(DeadlineRow.state)
+        ).all()
+    assert dict(states) == {"fired": 150}
+
+
+def queued_refs(broker: str) -> list[tuple[str, ...]]:
+    """Every deadline reference in the check-task messages waiting on the Redis queue."""
+    client = redis.Redis.from_url(broker)
+    refs = []
+    for raw in client.lrange("slatimer.timers", 0, -1):
+        message = json.loads(raw)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        refs += [tuple(ref) for ref in args[0]]
+    return refs
+
+
+def test_two_dispatcher_replicas_never_send_a_deadline_twice(
+    pg_engine: Engine, broker_url: str, tmp_path: Path
+) -> None:
+    # Given 400 deadlines due within the horizon, and no worker to take the tasks
+    env = runtime_env(
+        pg_engine.url.render_as_string(False),
+        broker_url,
+        SLATIMER_REDISPATCH_GRACE="600",
+        SLATIMER_DISPATCH_BATCH="20",
+    )
+    many_orders_due_soon(pg_engine, 400, timedelta(seconds=1))
+    # When two dispatchers race for them
+    with processes(env, tmp_path) as children:
+        children.start("dispatcher", "dispatcher-a")
+        children.start("dispatcher", "dispatcher-b")
+        try:
+            wait_for(lambda: len(queued_refs(broker_url)) >= 400, 30, "400 queued deadlines")
+        except AssertionError:
+            raise AssertionError(children.logs()) from None
+        time.sleep(1)  # a double send would show up by now
+    # Then each deadline was sent exactly once, and both replicas took part
+    refs = queued_refs(broker_url)
+    assert len(refs) == 400
+    assert len(set(refs)) == 400
+    logs = children.logs()
+    assert logs.count("dispatcher started") == 2

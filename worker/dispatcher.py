@@ -1,0 +1,67 @@
+"""`slatimer dispatcher`: the loop that turns due deadline rows into Celery ETA tasks.
+
+Run one or more replicas; claims use SELECT … FOR UPDATE SKIP LOCKED, so two never send the
+same deadline in one pass. Database or broker trouble: back off and try again, never exit.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import datetime, timedelta
+from types import FrameType
+
+import structlog
+
+from store.base import DueDeadline
+from worker.backoff import compute_backoff
+from worker.bootstrap import App
+from worker.timers import TimerPolicy, dispatch_once, encode_refs
+
+log = structlog.get_logger("slatimer.dispatcher")
+
+
+def timer_policy(app: App) -> TimerPolicy:
+    settings = app.settings
+    return TimerPolicy(
+        horizon=timedelta(seconds=settings.timer_horizon),
+        batch=settings.dispatch_batch,
+        redispatch_grace=timedelta(seconds=settings.redispatch_grace),
+    )
+
+
+def celery_publish(deadlines: list[DueDeadline], eta: datetime) -> None:
+    from tasks.timers import fire_deadlines
+
+    fire_deadlines.apply_async(args=[encode_refs(deadlines)], eta=eta)
+
+
+def run_dispatcher(app: App, stop: threading.Event | None = None) -> None:
+    """Dispatch until stopped (SIGTERM/SIGINT or `stop`); a full pass is repeated at once."""
+    stop = stop or _stop_on_signals()
+    timers = timer_policy(app)
+    failures = 0
+    log.info("dispatcher started", horizon_s=app.settings.timer_horizon)
+    while not stop.is_set():
+        try:
+            claimed = dispatch_once(app.uow(), app.clock.now(), timers, celery_publish)
+            failures = 0
+        except Exception:  # noqa: BLE001 - any outage: log, back off, go on
+            failures += 1
+            log.exception("dispatch pass failed", attempt=failures)
+            stop.wait(compute_backoff(failures))
+            continue
+        if claimed < timers.batch:
+            stop.wait(app.settings.dispatch_interval)
+    log.info("dispatcher stopped")
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop

@@ -1,0 +1,210 @@
+"""Ingest, the broker-free half: judge a batch of raw messages inside one transaction.
+
+Each message runs in its own savepoint, so a bad one (refused by the contract, or one that trips
+a bug in a handler) becomes a dead letter in the same transaction as the good ones around it;
+acknowledging the batch after the commit then never loses a message. Database connectivity
+errors are the exception: they propagate, because the batch must be retried, not dead-lettered.
+The kombu adapter is worker/ingest.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from models.events import MAX_EVENT_BYTES, ContractError, Event, parse_event
+from models.outcomes import Outcome, iso
+from models.policy import Policy
+from store.base import DeadLetter, UnitOfWork
+from worker.services import record_event
+
+log = structlog.get_logger("slatimer.ingest")
+
+JSON_TYPE = "application/json"
+TEXT_ENCODINGS = ("", "utf-8", "utf8", "binary")
+"""content_encoding values that leave the bytes as they are ('binary' is kombu's default)."""
+KEPT_BODY_BYTES = 16 * MAX_EVENT_BYTES
+"""A dead letter keeps the body whole up to this size, so a runaway producer cannot bloat it."""
+FIELD_CHARS, REASON_CHARS, TYPE_CHARS, SOURCE_CHARS = 256, 1024, 128, 128  # the column sizes
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A message as the broker delivered it: raw bytes and the producer's declarations."""
+
+    body: bytes
+    content_type: str | None = None
+    content_encoding: str | None = None
+    compression: str | None = None
+
+
+@dataclass
+class BatchResult:
+    accepted: int = 0
+    """Events stored, or harmless repeats of stored ones."""
+    outcomes: list[Outcome] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass
+class IngestStats:
+    """Counters the consumer keeps for the life of the process (the metrics export reads them)."""
+
+    received: int = 0
+    accepted: int = 0
+    dead_lettered: int = 0
+    dead_lettered_by_field: Counter[str] = field(default_factory=Counter)
+    outcomes: int = 0
+    batches: int = 0
+    database_failures: int = 0
+    broker_reconnects: int = 0
+
+    def add(self, result: BatchResult) -> None:
+        self.batches += 1
+        self.received += result.accepted + len(result.dead_letters)
+        self.accepted += result.accepted
+        self.dead_lettered += len(result.dead_letters)
+        self.dead_lettered_by_field.update(letter.field for letter in result.dead_letters)
+        self.outcomes += len(result.outcomes)
+
+    def as_dict(self) -> dict[str, object]:
+        counts = dict(vars(self))
+        counts["dead_lettered_by_field"] = dict(sorted(self.dead_lettered_by_field.items()))
+        return counts
+
+
+def ingest_batch(
+    messages: Sequence[RawMessage],
+    uow: UnitOfWork,
+    now: datetime,
+    policy: Policy,
+    source: str,
+    max_skew: timedelta,
+) -> BatchResult:
+    """Handle a batch inside the caller's transaction (the caller commits, then acknowledges).
+    Raises only what the whole batch must be retried for (see `is_connectivity_error`)."""
+    result = BatchResult()
+    for message in messages:
+        refusal = _ingest_one(message, uow, now, policy, max_skew, result)
+        if refusal is not None:
+            letter = dead_letter(message, refusal, now, source)
+            uow.dead_letters.add(letter)
+            result.dead_letters.append(letter)
+    return result
+
+
+def _ingest_one(
+    message: RawMessage,
+    uow: UnitOfWork,
+    now: datetime,
+    policy: Policy,
+    max_skew: timedelta,
+    result: BatchResult,
+) -> ContractError | None:
+    """Record one message in its own savepoint; return why it was refused, if it was."""
+    try:
+        event = accept(message, now, max_skew)
+        with uow.savepoint():
+            result.outcomes += record_event(event, uow, now, policy)
+    except ContractError as refused:  # includes DuplicateEventId, raised inside the savepoint
+        return refused
+    except Exception as bug:
+        if is_connectivity_error(bug):
+            raise
+        log.exception("handler failed; message dead-lettered", error=repr(bug))
+        return ContractError("(internal)", f"{type(bug).__name__}: {bug}")
+    result.accepted += 1
+    return None
+
+
+def accept(message: RawMessage, now: datetime, max_skew: timedelta) -> Event:
+    """The event in a message, or ContractError: its envelope, its body, its time."""
+    check_envelope(message)
+    event = parse_event(message.body)
+    if event.occurred_at > now + max_skew:
+        raise ContractError(
+            "occurred_at",
+            f"{iso(event.occurred_at)} is more than {max_skew.total_seconds():g} s ahead of "
+            f"the clock ({iso(now)})",
+        )
+    return event
+
+
+def check_envelope(message: RawMessage) -> None:
+    """Only JSON, declared as such or not declared at all (raw AMQP producers often omit the
+    content type). Anything else, pickle above all, is refused unread: the declaration says the
+    producer meant something other than a JSON event."""
+    if message.compression:
+        raise ContractError("(compression)", f"{message.compression!r}: compressed messages")
+    media, _, parameters = (message.content_type or "").partition(";")
+    if media.strip().lower() not in ("", JSON_TYPE):
+        raise ContractError(
+            "(content_type)", f"{message.content_type!r} is not accepted; publish {JSON_TYPE}"
+        )
+    charset = parameters.strip().lower().removeprefix("charset=").strip('"')
+    encoding = (message.content_encoding or "").lower()
+    if charset not in TEXT_ENCODINGS or encoding not in TEXT_ENCODINGS:
+        raise ContractError("(content_encoding)", "JSON events must be UTF-8")
+
+
+def is_connectivity_error(error: BaseException) -> bool:
+    """Whether the database (not the message) failed: a lost or refused connection. A failed
+    rollback can mask the original error, so the whole chain of causes is looked at."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, OperationalError | InterfaceError):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def dead_letter(message: RawMessage, refusal: ContractError, now: datetime, source: str) -> DeadLetter:
+    """The dead-letter row: texts cleaned to fit their columns, the body kept byte for byte."""
+    body, reason = message.body, refusal.reason
+    if len(body) > KEPT_BODY_BYTES:
+        reason = f"{reason} (body cut to its first {KEPT_BODY_BYTES} of {len(body)} bytes)"
+        body = body[:KEPT_BODY_BYTES]
+    return DeadLetter(
+        received_at=now,
+        source=_clean(source, SOURCE_CHARS),
+        field=_clean(refusal.field, FIELD_CHARS),
+        reason=_clean(reason, REASON_CHARS),
+        content_type=_clean(message.content_type, TYPE_CHARS) if message.content_type else None,
+        body=body,
+    )
+
+
+def _clean(text: str, limit: int) -> str:
+    """Producer-controlled text (a field name, a content type) must not break the insert:
+    PostgreSQL refuses NUL and lone surrogates cannot be encoded."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+Publish = Callable[[Sequence[DeadLetter]], None]
+
+
+def replay_dead_letters(
+    uow: UnitOfWork, ids: Sequence[int] | None, publish: Publish, now: datetime, limit: int
+) -> list[DeadLetter]:
+    """Re-drive dead letters (`ids=None`: every one not yet replayed) and mark them replayed,
+    inside the caller's transaction: publish first, so a failed publish marks nothing; a failed
+    commit after it means they may be re-driven twice, which the inbox makes harmless."""
+    letters = uow.dead_letters.for_replay(ids, limit)
+    if ids is not None:
+        missing = sorted(set(ids) - {letter.id for letter in letters})
+        if missing:
+            raise LookupError(f"no dead letter with id {', '.join(map(str, missing))}")
+    if letters:
+        publish(letters)
+        uow.dead_letters.mark_replayed([letter.id for letter in letters if letter.id], now)
+    return letters

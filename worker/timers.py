@@ -1,0 +1,119 @@
+"""Durable timers: the deadline table is the truth; Celery ETA tasks only cover a short horizon.
+
+The dispatcher claims deadlines due within the horizon and sends one Celery message per small
+group of deadlines due close together (a sales-day wave becomes hundreds of messages, not 100,000).
+The check task fires each deadline in its own savepoint: one bad order cannot block the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from models.clock import Clock
+from models.outcomes import iso
+from models.policy import Policy
+from store.base import DueDeadline, UnitOfWork
+from worker.services import fire_deadline
+
+log = structlog.get_logger("slatimer.timers")
+
+Publish = Callable[[list[DueDeadline], datetime], None]
+"""Send one check task for these deadlines, to run at the given time (the latest due_at)."""
+
+
+@dataclass(frozen=True)
+class TimerPolicy:
+    horizon: timedelta
+    """How far ahead deadlines become Celery ETA tasks."""
+    batch: int
+    """How many deadlines one dispatch pass claims at most."""
+    redispatch_grace: timedelta
+    """How long past due an enqueued deadline may stay unfired before it is sent again."""
+    group_window: timedelta = timedelta(milliseconds=250)
+    group_size: int = 200
+
+
+def group_for_eta(
+    deadlines: Sequence[DueDeadline], window: timedelta, size: int
+) -> list[list[DueDeadline]]:
+    """Split deadlines (earliest first) into groups due within `window` of the group's first,
+    at most `size` each; a group's task runs at its last due time, so none fires early and
+    none fires later than `window` after its due time."""
+    groups: list[list[DueDeadline]] = []
+    for deadline in deadlines:
+        current = groups[-1] if groups else None
+        if current and len(current) < size and deadline.due_at - current[0].due_at <= window:
+            current.append(deadline)
+        else:
+            groups.append([deadline])
+    return groups
+
+
+def dispatch_once(uow: UnitOfWork, now: datetime, timers: TimerPolicy, publish: Publish) -> int:
+    """One dispatcher pass: re-arm lost timers, claim what falls due within the horizon, send it.
+
+    Messages are sent before the claim commits: if the commit fails, the rows stay pending and
+    the next pass sends them again (the check task is idempotent); nothing is ever lost
+    between a commit and a send.
+    """
+    with uow:
+        requeued = uow.deadlines.requeue_stale(now - timers.redispatch_grace, now)
+        claimed = uow.deadlines.claim(now + timers.horizon, timers.batch, now)
+        for group in group_for_eta(claimed, timers.group_window, timers.group_size):
+            publish(group, group[-1].due_at)
+        uow.commit()
+    if requeued:
+        log.warning("timers re-armed", count=requeued)
+    return len(claimed)
+
+
+def fire_due(
+    deadlines: Iterable[DueDeadline],
+    uow_factory: Callable[[], UnitOfWork],
+    clock: Clock,
+    policy: Policy,
+) -> tuple[int, list[DueDeadline]]:
+    """Fire the deadlines whose time has come, each in its own savepoint, in one transaction.
+    Returns how many fired and those that arrived early (to be sent again at their time)."""
+    fired, early = 0, []
+    with uow_factory() as uow:
+        for deadline in deadlines:
+            now = clock.now()
+            if deadline.due_at > now:
+                early.append(deadline)
+                continue
+            fired += _fire_one(deadline, uow, now, policy)
+        uow.commit()
+    return fired, early
+
+
+def _fire_one(deadline: DueDeadline, uow: UnitOfWork, now: datetime, policy: Policy) -> int:
+    bound = log.bind(order_id=deadline.order_id, rule=deadline.rule, due_at=iso(deadline.due_at))
+    try:
+        with uow.savepoint():
+            outcomes = fire_deadline(deadline, uow, now, policy)
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the whole task retries
+    except Exception:  # a bug for one order must not block the rest; it is retried later
+        bound.exception("deadline check failed")
+        return 0
+    lateness = (now - deadline.due_at).total_seconds()
+    bound.info("deadline fired", lateness_s=round(lateness, 3), outcomes=len(outcomes))
+    return 1
+
+
+def encode_refs(deadlines: Iterable[DueDeadline]) -> list[list[str]]:
+    """JSON-safe task arguments: [order_id, rule, subject, due_at] per deadline."""
+    return [[d.order_id, d.rule, d.subject, iso(d.due_at)] for d in deadlines]
+
+
+def decode_refs(refs: Iterable[Sequence[str]]) -> list[DueDeadline]:
+    return [
+        DueDeadline(order_id, rule, subject, datetime.fromisoformat(due_at.replace("Z", "+00:00")))
+        for order_id, rule, subject, due_at in refs
+    ]
