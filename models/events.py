@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from pydantic import (
@@ -144,6 +144,17 @@ class RefundCompleted(_Event):
     type: Literal["refund.completed"]
 
 
+EVENT_MODELS: tuple[type[_Event], ...] = (
+    OrderCreated,
+    OrderShipped,
+    OrderCollected,
+    StockoutDeclared,
+    ConsumerContacted,
+    CancellationRequested,
+    CancellationReviewed,
+    CustomsClearanceFailed,
+    RefundCompleted,
+)
 Event = Annotated[
     OrderCreated
     | OrderShipped
@@ -156,16 +167,8 @@ Event = Annotated[
     | RefundCompleted,
     Field(discriminator="type"),
 ]
-EVENT_TYPES: tuple[str, ...] = (
-    "order.created",
-    "order.shipped",
-    "order.collected",
-    "order.stockout_declared",
-    "order.consumer_contacted",
-    "cancellation.requested",
-    "cancellation.reviewed",
-    "customs.clearance_failed",
-    "refund.completed",
+EVENT_TYPES: tuple[str, ...] = tuple(
+    get_args(model.model_fields["type"].annotation)[0] for model in EVENT_MODELS
 )
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 

@@ -143,10 +143,23 @@ def run() -> None:
 
 @app.command()
 def demo(
-    events: Annotated[Path, typer.Option(help="Event log to replay.")] = EXAMPLE,
+    events: Annotated[Path, typer.Option(help="Event log to stream.")] = EXAMPLE,
+    replay_only: Annotated[
+        bool, typer.Option("--replay-only", help="Just replay the log (seconds, no processes).")
+    ] = False,
 ) -> None:
-    """Replay the bundled day of orders and show violations and points per merchant."""
+    """Run the real runtime on embedded defaults and stream a sales day through it (~2 min)."""
     configure_logging("WARNING")
+    if replay_only:
+        _replay_table(events)
+        return
+    from worker.demo import run_demo
+
+    if not run_demo(events, out=typer.echo):
+        raise typer.Exit(1)
+
+
+def _replay_table(events: Path) -> None:
     with events.open("rb") as stream:
         result = replay_lines(stream, load_policy(DEFAULT_POLICY))
     for outcome in result.in_order():
@@ -161,3 +174,106 @@ def demo(
         typer.echo(f"  {merchant:<14} {total:>4}")
     for error in result.errors:
         typer.echo(error, err=True)
+
+
+# --- ingest: the order-queue consumer, the producer tool and the dead-letter queue -------------
+
+dlq_app = typer.Typer(no_args_is_help=True, help="The dead-letter queue: messages ingest refused.")
+app.add_typer(dlq_app, name="dlq")
+
+
+@app.command()
+def ingest(
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="Drain the queue, print the counts as JSON and exit (status 1 if the database "
+            "or the broker is unreachable; the messages stay on the queue).",
+        ),
+    ] = False,
+) -> None:
+    """Consume the order queue: one transaction per batch; bad messages go to the DLQ."""
+    from worker.bootstrap import bootstrap
+    from worker.ingest import Ingestor
+
+    runtime = bootstrap()
+    ingestor = Ingestor(runtime)
+    ingestor.stop_on_signals()
+    try:
+        status = ingestor.run(once=once)
+    finally:
+        runtime.engine.dispose()
+    if once:
+        typer.echo(orjson.dumps(ingestor.stats.as_dict()).decode())
+    raise typer.Exit(status)
+
+
+@app.command()
+def publish(
+    events: Annotated[Path, typer.Argument(help="JSON lines, one event per line; '-' is stdin.")],
+    content_type: Annotated[
+        str, typer.Option(help="The content type to declare (others are dead-lettered).")
+    ] = "application/json",
+) -> None:
+    """Publish each line of a JSON-lines file, as is, to the order queue (blank lines skipped)."""
+    from worker.ingest import publish_events
+
+    if str(events) != "-" and not events.is_file():
+        raise typer.BadParameter(f"no such file: {events}", param_hint="EVENTS")
+    settings = Settings()
+    stream = sys.stdin.buffer if str(events) == "-" else events.open("rb")
+    with stream:
+        bodies = (line.rstrip(b"\r\n") for line in stream if line.strip())
+        count = publish_events(settings.broker_url, bodies, settings, content_type)
+    typer.echo(f"published {count} messages to queue {settings.order_queue}", err=True)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Show dead letters: id, received_at, field, reason, a body excerpt."""
+    from worker.bootstrap import bootstrap
+    from worker.ingest_service import dead_letter_json, dead_letter_text
+
+    runtime = bootstrap()
+    with runtime.uow() as uow:
+        letters = uow.dead_letters.latest(limit)
+    runtime.engine.dispose()
+    for letter in letters:
+        typer.echo(dead_letter_json(letter) if as_json else dead_letter_text(letter))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="A dead letter to re-drive (repeatable).")
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every one not replayed yet.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="With --all: at most this many.")] = 10_000,
+) -> None:
+    """Re-publish dead letters' original bodies to the order queue and mark them replayed."""
+    if bool(ids) == every:
+        raise typer.BadParameter("give either --id N (repeatable) or --all")
+    from worker.bootstrap import bootstrap
+    from worker.ingest import connect, republish
+    from worker.ingest_service import replay_dead_letters
+
+    runtime = bootstrap()
+    with connect(runtime.settings) as connection, runtime.uow() as uow:
+        try:
+            letters = replay_dead_letters(
+                uow,
+                ids or None,
+                lambda batch: republish(connection, batch, runtime.settings),
+                runtime.clock.now(),
+                max(limit, len(ids or ())),
+            )
+        except LookupError as missing:
+            raise typer.BadParameter(str(missing), param_hint="--id") from None
+        uow.commit()
+    runtime.engine.dispose()
+    replayed = ", ".join(str(letter.id) for letter in letters) or "none"
+    typer.echo(f"replayed to queue {runtime.settings.order_queue}: {replayed}")

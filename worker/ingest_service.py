@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import orjson
 import structlog
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -141,15 +142,19 @@ def check_envelope(message: RawMessage) -> None:
     producer meant something other than a JSON event."""
     if message.compression:
         raise ContractError("(compression)", f"{message.compression!r}: compressed messages")
-    media, _, parameters = (message.content_type or "").partition(";")
-    if media.strip().lower() not in ("", JSON_TYPE):
+    media, *parameters = (message.content_type or "").lower().split(";")
+    if media.strip() not in ("", JSON_TYPE):
         raise ContractError(
             "(content_type)", f"{message.content_type!r} is not accepted; publish {JSON_TYPE}"
         )
-    charset = parameters.strip().lower().removeprefix("charset=").strip('"')
-    encoding = (message.content_encoding or "").lower()
-    if charset not in TEXT_ENCODINGS or encoding not in TEXT_ENCODINGS:
+    charsets = [value.strip(' "') for key, _, value in _pairs(parameters) if key == "charset"]
+    encodings = [*charsets, (message.content_encoding or "").lower()]
+    if any(encoding not in TEXT_ENCODINGS for encoding in encodings):
         raise ContractError("(content_encoding)", "JSON events must be UTF-8")
+
+
+def _pairs(parameters: list[str]) -> list[tuple[str, str, str]]:
+    return [parameter.strip().partition("=") for parameter in parameters]
 
 
 def is_connectivity_error(error: BaseException) -> bool:
@@ -167,7 +172,9 @@ def is_connectivity_error(error: BaseException) -> bool:
     return False
 
 
-def dead_letter(message: RawMessage, refusal: ContractError, now: datetime, source: str) -> DeadLetter:
+def dead_letter(
+    message: RawMessage, refusal: ContractError, now: datetime, source: str
+) -> DeadLetter:
     """The dead-letter row: texts cleaned to fit their columns, the body kept byte for byte."""
     body, reason = message.body, refusal.reason
     if len(body) > KEPT_BODY_BYTES:
@@ -208,3 +215,34 @@ def replay_dead_letters(
         publish(letters)
         uow.dead_letters.mark_replayed([letter.id for letter in letters if letter.id], now)
     return letters
+
+
+def excerpt(body: bytes, width: int) -> str:
+    """A printable start of a body, whatever bytes it holds."""
+    text = body[: width * 4].decode("utf-8", "backslashreplace").replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def dead_letter_text(letter: DeadLetter) -> str:
+    """Two lines for `slatimer dlq list`: what was wrong, then the start of the body."""
+    replayed = f"  (replayed {iso(letter.replayed_at)})" if letter.replayed_at else ""
+    return (
+        f"{letter.id:>6}  {iso(letter.received_at)}  {letter.field}: {letter.reason}{replayed}\n"
+        f"        {excerpt(letter.body, 92)}"
+    )
+
+
+def dead_letter_json(letter: DeadLetter) -> str:
+    return orjson.dumps(
+        {
+            "id": letter.id,
+            "received_at": iso(letter.received_at),
+            "source": letter.source,
+            "field": letter.field,
+            "reason": letter.reason,
+            "content_type": letter.content_type,
+            "size": len(letter.body),
+            "body_excerpt": excerpt(letter.body, 200),
+            "replayed_at": iso(letter.replayed_at) if letter.replayed_at else None,
+        }
+    ).decode()
