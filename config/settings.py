@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     """Seconds an event's occurred_at may lie in the future (producer clock skew) before refusal."""
 
     # durable timers
+    timer_queue: str = "slatimer.timers"
+    """The Celery queue of the check tasks (one per deployment sharing a broker)."""
     timer_horizon: float = Field(default=300, gt=0)
     """Seconds ahead the dispatcher hands deadlines to Celery as ETA tasks. Keep it well under
     the Redis visibility_timeout and RabbitMQ's consumer_timeout."""

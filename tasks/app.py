@@ -12,18 +12,11 @@ from celery import Celery
 
 from config.settings import Settings
 
-TIMER_QUEUE = "slatimer.timers"
-
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
-    if settings.broker_url.startswith("sqla+"):
-        transport_options["polling_interval"] = 0.2
-    if settings.broker_url.startswith(("amqp", "pyamqp")):
-        transport_options = {"confirm_publish": True}
     return {
         "broker_url": settings.broker_url,
-        "broker_transport_options": transport_options,
+        "broker_transport_options": transport_options(settings),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         # JSON only: a pickle message is refused, never executed
@@ -43,8 +36,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_enable_soft_shutdown_on_idle": True,
         "task_time_limit": 300,
         "task_soft_time_limit": 240,
-        "task_default_queue": TIMER_QUEUE,
-        "task_routes": {"slatimer.fire_deadlines": {"queue": TIMER_QUEUE}},
+        "task_default_queue": settings.timer_queue,
+        "task_routes": {"slatimer.fire_deadlines": {"queue": settings.timer_queue}},
         "task_create_missing_queues": True,
         # Flower and monitoring see every task
         "worker_send_task_events": True,
@@ -53,6 +46,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
         "timezone": "UTC",
     }
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """Per broker: Redis needs a visibility timeout above horizon + grace; RabbitMQ publisher
+    confirms; kombu's SQLAlchemy transport hands its options to create_engine, so none."""
+    if settings.broker_url.startswith(("redis", "rediss")):
+        return {"visibility_timeout": settings.visibility_timeout}
+    if settings.broker_url.startswith(("amqp", "pyamqp")):
+        return {"confirm_publish": True}
+    return {}
 
 
 def make_celery(settings: Settings | None = None) -> Celery:

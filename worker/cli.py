@@ -102,15 +102,14 @@ def db_upgrade(revision: str = "head") -> None:
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
-    """Run the Celery worker that fires deadlines (queue slatimer.timers)."""
-    from tasks.app import TIMER_QUEUE
+    """Run the Celery worker that fires deadlines (queue SLATIMER_TIMER_QUEUE)."""
     from tasks.app import app as celery
 
     settings = Settings()
     celery.worker_main(
         [
             "worker",
-            f"--queues={TIMER_QUEUE}",
+            f"--queues={settings.timer_queue}",
             f"--concurrency={concurrency or settings.worker_concurrency}",
             f"--loglevel={settings.log_level}",
             "--task-events",

@@ -84,7 +84,7 @@ def _time(value: str) -> datetime:
 
 def run_demo(example: Path, out: Any = print) -> bool:
     """Run the demo; returns whether the runtime's outcomes matched replay's."""
-    from worker.ingest import publish_events
+    from worker.ingest import connect, publish_events
 
     workdir = Path(tempfile.mkdtemp(prefix="slatimer-demo-"))
     env = demo_env(workdir)
@@ -96,22 +96,27 @@ def run_demo(example: Path, out: Any = print) -> bool:
     lines = example.read_bytes().splitlines()
     sends = arrival_order(lines, compress(lines, datetime.now(UTC) + LEAD_IN))
     end = sends[-1][0] + HOUR_IN_DEMO
-    out(f"slatimer demo: {len(sends)} events, {len(lines)} lines, store and broker in {workdir}")
-    out("  one hour of the rules = 0.5 s; 120 h collection deadline = 60 s\n")
-    supervisor = Supervisor(env={**_inherited_env(), **env})
+    log_path = workdir / "runtime.log"
+    out(f"slatimer demo: ingest + Celery worker + dispatcher on embedded defaults in {workdir}")
+    out(f"  (their logs: {log_path}); streaming {len(sends)} events of a sales day and its week")
+    out("  one hour of the rules = 0.5 s: 24 h review = 12 s, 48 h contact = 24 s, 120 h = 60 s\n")
+    log_file = log_path.open("ab")
+    supervisor = Supervisor(env={**_inherited_env(), **env}, output=log_file)
     runner = threading.Thread(target=supervisor.run, daemon=True)
     runner.start()
     try:
         watcher = threading.Thread(target=_watch, args=(engine, end, out), daemon=True)
         watcher.start()
-        for send_at, body in sends:
-            time.sleep(max(0.0, (send_at - datetime.now(UTC)).total_seconds()))
-            publish_events(settings.broker_url, [body], settings)
+        with connect(settings, settings.broker_url) as connection:
+            for send_at, body in sends:
+                time.sleep(max(0.0, (send_at - datetime.now(UTC)).total_seconds()))
+                publish_events(connection, [body], settings)
         _wait_until_settled(engine, end, expected_events=_distinct_events(lines))
         watcher.join(timeout=5)
     finally:
         supervisor.stop.set()
         runner.join(timeout=60)
+        log_file.close()
     return _summarise(engine, [body for _at, body in sends], end, out)
 
 

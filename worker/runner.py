@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import IO
 
 import structlog
 
@@ -30,8 +31,10 @@ class Child:
     restarts: int = 0
     started_at: float = field(default=0.0)
 
-    def start(self, env: Mapping[str, str]) -> None:
-        self.process = subprocess.Popen(self.command, env=dict(env))
+    def start(self, env: Mapping[str, str], output: IO[bytes] | None = None) -> None:
+        self.process = subprocess.Popen(
+            self.command, env=dict(env), stdout=output, stderr=output and subprocess.STDOUT
+        )
         self.started_at = time.monotonic()
         log.info("started", role=self.role, pid=self.process.pid)
 
@@ -46,14 +49,21 @@ def child_command(role: str) -> list[str]:
 class Supervisor:
     """Keeps one child per role alive until told to stop; stops them gently, then firmly."""
 
-    def __init__(self, roles: Sequence[str] = ROLES, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        roles: Sequence[str] = ROLES,
+        env: Mapping[str, str] | None = None,
+        output: IO[bytes] | None = None,
+    ) -> None:
         self.children = [Child(role, child_command(role)) for role in roles]
         self.env = dict(env if env is not None else os.environ)
+        self.output = output
+        """Where the children's stdout and stderr go (default: inherited)."""
         self.stop = threading.Event()
 
     def run(self) -> None:
         for child in self.children:
-            child.start(self.env)
+            child.start(self.env, self.output)
         while not self.stop.wait(0.5):
             for child in self.children:
                 self._restart_if_dead(child)
@@ -69,7 +79,7 @@ class Supervisor:
         delay = compute_backoff(child.restarts, base=1.0, cap=30.0)
         log.warning("child exited; restarting", role=child.role, code=code, delay_s=delay)
         if not self.stop.wait(delay):
-            child.start(self.env)
+            child.start(self.env, self.output)
 
     def shutdown(self, grace: float = 20.0) -> None:
         running = [c.process for c in self.children if c.process and c.process.poll() is None]

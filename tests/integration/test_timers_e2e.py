@@ -10,14 +10,19 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from kombu import Exchange, Queue
 from sqlalchemy import Engine, func, select
 
 from config.policy import load_policy
-from models.events import Event
-from store.tables import DeadlineRow, OutcomeRow
+from config.settings import Settings
+from models.events import Event, canonical_body
+from models.policy import Policy
+from store.sql import make_engine
+from store.tables import DeadlineRow, InboxRow, OutcomeRow
 from tests.builders import (
     cancel_requested,
     cancel_reviewed,
@@ -36,6 +41,7 @@ from tests.runtime import (
     runtime_env,
     wait_for,
 )
+from worker.ingest import connect, publish_events
 from worker.replay import Replayer
 from worker.services import record_event
 
@@ -59,11 +65,11 @@ def broker_url() -> Iterator[str]:
     client.flushdb()
 
 
-def scenario(t0: datetime) -> list[tuple[datetime, Event]]:
+def scenario(t0: datetime, hour: timedelta = HOUR) -> list[tuple[datetime, Event]]:
     """(when it reaches slatimer, event): two merchants' orders, one of each outcome."""
 
     def at(hours: float) -> datetime:
-        return t0 + hours * HOUR
+        return t0 + hours * hour
 
     timeline = [
         created("o1", at(0), "m-1"),  # never collected: 2.1.1 at 120 h, serious (o3 first)
@@ -88,17 +94,10 @@ def scenario(t0: datetime) -> list[tuple[datetime, Event]]:
     return sorted(arrivals, key=lambda pair: pair[0])
 
 
-def feed(arrivals: list[tuple[datetime, Event]], engine: Engine) -> None:
-    """Hand each event to the service at its arrival time, as ingest would."""
-    for arrival, event in arrivals:
-        time.sleep(max(0.0, (arrival - datetime.now(UTC)).total_seconds()))
-        with sql_uow(engine) as uow:
-            record_event(event, uow, datetime.now(UTC), POLICY)
-            uow.commit()
-
-
-def replay_of(arrivals: list[tuple[datetime, Event]], until: datetime) -> list[object]:
-    replayer = Replayer(POLICY)
+def replay_of(
+    arrivals: list[tuple[datetime, Event]], until: datetime, policy: Policy = POLICY
+) -> list[object]:
+    replayer = Replayer(policy)
     for _arrival, event in arrivals:
         replayer.feed(event)
     return replayer.finish(until).outcomes
@@ -116,27 +115,43 @@ def open_deadlines_due_by(engine: Engine, moment: datetime) -> int:
         )
 
 
-def test_timers_fire_on_a_real_worker_and_match_replay(
-    pg_engine: Engine, broker_url: str, tmp_path: Path
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_events_from_the_order_queue_to_outcomes_equal_replay(
+    broker: str,
+    request: pytest.FixtureRequest,
+    make_order_queue: Any,
+    pg_engine: Engine,
+    tmp_path: Path,
 ) -> None:
-    # Given a worker and a dispatcher on Redis and PostgreSQL
-    env = runtime_env(pg_engine.url.render_as_string(False), broker_url)
-    t0 = datetime.now(UTC) + timedelta(seconds=2)
+    # Given ingest, a worker and a dispatcher on a real broker and PostgreSQL
+    url = request.getfixturevalue("redis_url" if broker == "redis" else "amqp_url")
+    queue = make_order_queue(url, pg_engine.url.render_as_string(False))
+    timer_queue = f"{queue.settings.order_queue}.timers"
+    env = {
+        **runtime_env(queue.settings.database_url, url, SLATIMER_TIMER_QUEUE=timer_queue),
+        **{k: v for k, v in queue.env.items() if k.startswith("SLATIMER_ORDER_")},
+    }
+    settings = queue.settings.model_copy(update={"timer_queue": timer_queue})
+    t0 = datetime.now(UTC) + timedelta(seconds=4)
     arrivals = scenario(t0)
     end = t0 + 160 * HOUR
-    with processes(env, tmp_path) as children:
-        children.start("worker")
-        children.start("dispatcher")
-        # When the events arrive in real time and the clocks run out
-        feed(arrivals, pg_engine)
-        try:
-            wait_for(lambda: open_deadlines_due_by(pg_engine, end) == 0, 30, "every clock to fire")
-            wait_for(lambda: datetime.now(UTC) > end, 10, "the end of the scenario")
-        except AssertionError:
-            raise AssertionError(children.logs()) from None
+    try:
+        with processes(env, tmp_path) as children:
+            for role in ("ingest", "worker", "dispatcher"):
+                children.start(role)
+            # When the producer publishes each event as plain JSON when it happens
+            publish_in_real_time(arrivals, settings)
+            try:
+                wait_for(lambda: inbox_count(pg_engine) == len(arrivals), 30, "every event in")
+                wait_for(lambda: open_deadlines_due_by(pg_engine, end) == 0, 30, "every clock")
+                wait_for(lambda: datetime.now(UTC) > end, 10, "the end of the scenario")
+            except AssertionError:
+                raise AssertionError(children.logs()) from None
+    finally:
+        delete_queue(settings, timer_queue)
     # Then the store holds exactly what replay computes from the same events
     expected = comparable(replay_of(arrivals, end))
-    assert {o["rule"] for o in expected} >= {
+    assert {o["rule"] for o in expected} == {
         "collection_overdue",
         "stockout_contact_overdue",
         "cancellation_review_overdue",
@@ -147,13 +162,30 @@ def test_timers_fire_on_a_real_worker_and_match_replay(
     assert recorded_outcomes(pg_engine) == expected
 
 
+def publish_in_real_time(arrivals: list[tuple[datetime, Event]], settings: Settings) -> None:
+    with connect(settings) as connection:
+        for arrival, event in arrivals:
+            time.sleep(max(0.0, (arrival - datetime.now(UTC)).total_seconds()))
+            publish_events(connection, [canonical_body(event)], settings)
+
+
+def inbox_count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.scalar(select(func.count()).select_from(InboxRow)) or 0
+
+
+def delete_queue(settings: Settings, name: str) -> None:
+    with connect(settings) as connection:
+        Queue(name, Exchange(name), routing_key=name)(connection.default_channel).delete()
+
+
 def many_orders_due_soon(engine: Engine, count: int, due_in: timedelta) -> datetime:
     """`count` orders whose 120 h collection deadline falls `due_in` from now."""
     t0 = datetime.now(UTC) + due_in - 120 * HOUR
     with sql_uow(engine) as uow:
         for number in range(count):
             order = created(f"k{number}", t0 + number * timedelta(milliseconds=10), f"m{number}")
-            record_event(order, uow, datetime.now(UTC), POLICY)
+            record_event(order, uow, order.occurred_at, POLICY)  # as ingest saw it then
         uow.commit()
     return t0 + 120 * HOUR + count * timedelta(milliseconds=10)
 
@@ -230,3 +262,68 @@ def test_two_dispatcher_replicas_never_send_a_deadline_twice(
     assert len(set(refs)) == 400
     logs = children.logs()
     assert logs.count("dispatcher started") == 2
+
+
+def test_after_an_outage_every_overdue_deadline_fires_once_with_its_original_time(
+    pg_engine: Engine, broker_url: str, tmp_path: Path
+) -> None:
+    # Given 50 deadlines that fell due while no worker or dispatcher was running
+    last_due = many_orders_due_soon(pg_engine, 50, -timedelta(seconds=30))
+    assert violation_count(pg_engine) == 0 and open_deadlines_due_by(pg_engine, last_due) == 50
+    env = runtime_env(pg_engine.url.render_as_string(False), broker_url)
+    # When the runtime starts again
+    with processes(env, tmp_path) as children:
+        children.start("worker")
+        children.start("dispatcher")
+        try:
+            wait_for(lambda: violation_count(pg_engine) == 50, 30, "50 overdue violations")
+        except AssertionError:
+            raise AssertionError(children.logs()) from None
+    # Then each fired once, dated at its own deadline, not at the restart
+    with pg_engine.connect() as connection:
+        ats = connection.execute(select(OutcomeRow.order_id, OutcomeRow.at)).all()
+    assert len(ats) == 50
+    for order_id, at in ats:
+        number = int(order_id.removeprefix("k"))
+        assert at == last_due - (50 - number) * timedelta(milliseconds=10)
+
+
+def scaled_policy(directory: Path, hour: timedelta) -> Path:
+    """The fast policy with another length of an hour (the file states 1 h = 50 ms)."""
+    factor = hour / HOUR
+    text = FAST_POLICY.read_text()
+    for value in ("36s", "6s", "2.4s", "1.2s", "0.05s"):
+        text = text.replace(f'"{value}"', f'"{float(value[:-1]) * factor:g}s"')
+    path = directory / "scaled.toml"
+    path.write_text(text)
+    return path
+
+
+def test_slatimer_run_on_embedded_defaults_matches_replay(tmp_path: Path) -> None:
+    # Given `slatimer run` with no server at all: SQLite store, kombu's SQLite transport, which
+    # polls once a second — so an hour of the rules is 200 ms here, not 50
+    hour = timedelta(milliseconds=200)
+    policy_file = scaled_policy(tmp_path, hour)
+    database_url = f"sqlite:///{tmp_path / 'slatimer.db'}"
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    env = runtime_env(database_url, broker, SLATIMER_POLICY_FILE=str(policy_file))
+    settings = Settings(broker_url=broker, database_url=database_url)
+    t0 = datetime.now(UTC) + timedelta(seconds=8)
+    arrivals = scenario(t0, hour)
+    end = t0 + 160 * hour
+    engine = make_engine(database_url)
+    with processes(env, tmp_path) as children:
+        children.start("run")
+        # When the producer publishes the scenario to the embedded queue
+        publish_in_real_time(arrivals, settings)
+        try:
+            wait_for(lambda: inbox_count(engine) == len(arrivals), 30, "every event in")
+            wait_for(lambda: open_deadlines_due_by(engine, end) == 0, 30, "every clock")
+            wait_for(lambda: datetime.now(UTC) > end, 10, "the end of the scenario")
+        except AssertionError:
+            raise AssertionError(children.logs()) from None
+    # Then the outcomes are replay's
+    policy = load_policy(policy_file)
+    assert policy.limits.spot_collection == 120 * hour
+    assert recorded_outcomes(engine) == comparable(replay_of(arrivals, end, policy))
+    engine.dispose()
