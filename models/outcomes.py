@@ -143,6 +143,8 @@ class Outcome:
     points: int | None = None
     subject: str = ""
     evidence: str | None = None
+    deadline: datetime | None = None
+    """The deadline concerned: the one breached, warned of, or (for a retraction) withdrawn."""
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
+from models.alerts import alert_body, alert_id
 from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, OutcomeKey, Recorded
@@ -241,6 +242,22 @@ class MemoryDeadLetters:
             self._journal.set(self.rows, key, replace(self.rows[key], replayed_at=at))
 
 
+class MemoryAlerts:
+    """The outbox, in memory: alert id -> body (replay and unit tests need no delivery)."""
+
+    def __init__(self, journal: _Journal) -> None:
+        self._journal = journal
+        self.bodies: dict[str, dict[str, Any]] = {}
+
+    def add(self, outcome: Outcome, created_at: datetime) -> None:
+        if outcome.merchant_id is None:
+            return
+        identity = alert_id(outcome)
+        if identity in self.bodies:
+            raise IntegrityError(f"alert {identity} twice")
+        self._journal.set(self.bodies, identity, alert_body(outcome))
+
+
 class MemoryUnitOfWork:
     """All repositories share one journal, so rollback undoes the whole transaction."""
 
@@ -251,6 +268,7 @@ class MemoryUnitOfWork:
         self.outcomes = MemoryOutcomes(self._journal)
         self.deadlines = MemoryDeadlines(self._journal)
         self.ledger = MemoryLedger(self._journal)
+        self.alerts = MemoryAlerts(self._journal)
         self.dead_letters = MemoryDeadLetters(self._journal)
         self.commits = 0
 

@@ -17,12 +17,14 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.alerts import alert_body, alert_id
 from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, Recorded
 from models.rules import Obligation
 from store.base import DeadLetter, DueDeadline, deadline_state
 from store.tables import (
+    AlertRow,
     DeadLetterRow,
     DeadlineRow,
     InboxRow,
@@ -338,12 +340,36 @@ def _dead_letter(row: DeadLetterRow) -> DeadLetter:
     )
 
 
+class SqlAlerts:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, outcome: Outcome, created_at: datetime) -> None:
+        if outcome.merchant_id is None:
+            return
+        self.session.add(
+            AlertRow(
+                alert_id=alert_id(outcome),
+                merchant_id=outcome.merchant_id,
+                order_id=outcome.order_id,
+                kind=outcome.kind,
+                rule=outcome.rule,
+                body=alert_body(outcome),
+                created_at=created_at,
+                state="pending",
+                attempts=0,
+                next_attempt_at=created_at,
+            )
+        )
+
+
 class SqlUnitOfWork:
     inbox: SqlInbox
     orders: SqlOrders
     outcomes: SqlOutcomes
     deadlines: SqlDeadlines
     ledger: SqlLedger
+    alerts: SqlAlerts
     dead_letters: SqlDeadLetters
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
@@ -356,6 +382,7 @@ class SqlUnitOfWork:
         self.outcomes = SqlOutcomes(self.session)
         self.deadlines = SqlDeadlines(self.session)
         self.ledger = SqlLedger(self.session)
+        self.alerts = SqlAlerts(self.session)
         self.dead_letters = SqlDeadLetters(self.session)
         return self
 

@@ -200,3 +200,54 @@ class DeadLetterRow(Base):
     content_type: Mapped[str | None] = mapped_column(String(128))
     body: Mapped[bytes] = mapped_column(LargeBinary)
     replayed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class MerchantRow(Base):
+    """A merchant's webhook endpoint and signing secret (never logged), and its API key hash."""
+
+    __tablename__ = "merchants"
+
+    merchant_id: Mapped[str] = mapped_column(Name, primary_key=True)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    secret: Mapped[str | None] = mapped_column(String(256))
+    previous_secret: Mapped[str | None] = mapped_column(String(256))
+    """Still signed with for a while after a rotation, so receivers can switch over."""
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(512))
+    api_key_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=func.now())
+
+
+class AlertRow(Base):
+    """The transactional outbox: one alert per outcome, written with the outcome itself.
+
+    `alert_id` is the Standard Webhooks `webhook-id`: derived from the outcome, so the same
+    alert always carries the same id, however often it is delivered.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index(
+            "ix_alerts_due",
+            "next_attempt_at",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(String(64), unique=True)
+    merchant_id: Mapped[str] = mapped_column(Name, index=True)
+    order_id: Mapped[str] = mapped_column(Name, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending -> delivered | failed (parked after the last attempt) | disabled (endpoint gone)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(512))
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

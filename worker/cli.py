@@ -276,3 +276,14 @@ def dlq_replay(
     runtime.engine.dispose()
     replayed = ", ".join(str(letter.id) for letter in letters) or "none"
     typer.echo(f"replayed to queue {runtime.settings.order_queue}: {replayed}")
+
+
+def _register_command_groups() -> None:
+    """Command groups that live in their own modules, added last so each stays small."""
+    from worker import cli_alerts, cli_api
+
+    cli_alerts.register(app)
+    cli_api.register(app)
+
+
+_register_command_groups()

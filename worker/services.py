@@ -69,12 +69,14 @@ def reconcile_order(
     current = obligations(state, policy)
     plan = plan_reconciliation(current, now, uow.outcomes.for_order(state.order_id))
     made = [_withdraw(state, w, uow, now) for w in plan.to_withdraw]
-    made += [_raise(state, o, uow, policy) for o in plan.to_raise]
+    made += [_raise(state, o, uow, now, policy) for o in plan.to_raise]
     uow.deadlines.sync(state.order_id, current, now)
     return made
 
 
-def _raise(state: OrderState, obligation: Obligation, uow: UnitOfWork, policy: Policy) -> Outcome:
+def _raise(
+    state: OrderState, obligation: Obligation, uow: UnitOfWork, now: datetime, policy: Policy
+) -> Outcome:
     rule = obligation.rule
     outcome = Outcome(
         kind=rule.kind,
@@ -85,10 +87,12 @@ def _raise(state: OrderState, obligation: Obligation, uow: UnitOfWork, policy: P
         clause=obligation.clause,
         category=rule.category,
         subject=obligation.subject,
+        deadline=obligation.due_at,
     )
     if rule.kind == "violation" and rule.category is not None:
         outcome = _graded(outcome, rule.category, uow, policy)
     uow.outcomes.record(outcome)
+    uow.alerts.add(outcome, created_at=now)
     if outcome.points:
         uow.ledger.add(_ledger_entry(outcome, "charge", outcome.at, outcome.points))
     _log(outcome)
@@ -122,8 +126,10 @@ def _withdraw(state: OrderState, withdrawal: Withdrawal, uow: UnitOfWork, now: d
         points=-withdrawn.points if withdrawn.points else None,
         subject=withdrawn.subject,
         evidence=f"withdraws the {withdrawn.kind} at {iso(withdrawn.at)}: {withdrawal.reason}",
+        deadline=withdrawn.at,
     )
     uow.outcomes.withdraw(withdrawn, retraction)
+    uow.alerts.add(retraction, created_at=now)
     if retraction.points:
         uow.ledger.add(_ledger_entry(retraction, "reversal", withdrawn.at, retraction.points))
     _log(retraction)
