@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 POLICY_DIR = Path(__file__).parent / "policies"
@@ -47,5 +47,42 @@ class Settings(BaseSettings):
     dispatch_batch: int = Field(default=1000, ge=1)
     redispatch_grace: float = Field(default=300, gt=0)
     """Seconds past due after which an enqueued deadline whose task never completed is re-sent."""
+    timer_group_window: float = Field(default=0.25, ge=0)
+    """Deadlines due within this many seconds share one check task, run at the last one's due
+    time: fewer messages in a wave, at most this much lateness for the earliest."""
     worker_concurrency: int = Field(default=2, ge=1)
     visibility_timeout: float = Field(default=7200, gt=0)
+
+    # monitoring and the read API (docs/monitoring.md, docs/api.md)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port this process serves Prometheus /metrics on (ingest, dispatcher, worker); 0 = off."""
+    metrics_dir: Path | None = None
+    """The worker's PROMETHEUS_MULTIPROC_DIR (prefork children write there); default: a temp dir."""
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    operator_api_key: SecretStr | None = None
+    """Bearer key that reads every merchant's data; unset = no operator access."""
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_basic_auth: SecretStr | None = None
+    """`user:password` for Flower's UI and API (handed to Flower in its environment, not argv)."""
+
+    # alerts to merchants: the outbox relay and webhook delivery (docs/alerts.md)
+    alert_queue: str = "slatimer.alerts"
+    """The Celery queue of the delivery tasks; `slatimer worker` consumes it too."""
+    alert_batch: int = Field(default=200, ge=1)
+    """How many due alerts one relay pass claims at most."""
+    alert_lease: float = Field(default=300, gt=0)
+    """Seconds a claimed alert is left to its task before it is claimed again (a lost task)."""
+    alert_no_endpoint_wait: float = Field(default=60, gt=0)
+    """Seconds between looks at alerts of a merchant with no endpoint (they go out once added)."""
+    alert_connect_timeout: float = Field(default=5, gt=0)
+    alert_read_timeout: float = Field(default=10, gt=0)
+    alert_retry_base: float = Field(default=30, gt=0)
+    """Seconds: the first retry's ceiling; each next one is 4x, up to alert_retry_cap."""
+    alert_retry_cap: float = Field(default=43_200, gt=0)
+    """Seconds: the longest wait between attempts, also the cap on a receiver's Retry-After."""
+    alert_max_attempts: int = Field(default=10, ge=1)
+    webhook_allow: str = ""
+    """Comma-separated hosts/CIDRs that may be used over http or in non-public ranges."""
+    webhook_secret_grace: float = Field(default=86_400, ge=0)
+    """Seconds after a secret rotation during which alerts are signed with both secrets."""

@@ -12,19 +12,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from models.rules import Obligation
+from models.rules import Obligation, Warning
 
 OutcomeKind = Literal["violation", "escalation", "retraction", "warning"]
 Severity = Literal["general", "serious"]
-OutcomeKey = tuple[str, str, datetime]
-"""(rule, subject, at): an outcome's identity within its order."""
+OutcomeKey = tuple[str, str, str, datetime]
+"""(kind, rule, subject, at): an outcome's identity within its order."""
 
 
 @dataclass(frozen=True)
 class Recorded:
     """A violation or escalation already in the store for one order."""
 
-    kind: Literal["violation", "escalation"]
+    kind: Literal["violation", "escalation", "warning"]
     rule: str
     subject: str
     category: str | None
@@ -36,7 +36,7 @@ class Recorded:
 
     @property
     def key(self) -> OutcomeKey:
-        return (self.rule, self.subject, self.at)
+        return (self.kind, self.rule, self.subject, self.at)
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,15 @@ class Withdrawal:
 class Plan:
     to_raise: list[Obligation] = field(default_factory=list)
     to_withdraw: list[Withdrawal] = field(default_factory=list)
+    to_warn: list[Warning] = field(default_factory=list)
 
 
 def key_of(obligation: Obligation) -> OutcomeKey:
-    return (obligation.rule.id, obligation.subject, obligation.due_at)
+    return (obligation.rule.kind, obligation.rule.id, obligation.subject, obligation.due_at)
+
+
+def warning_key(warning: Warning) -> OutcomeKey:
+    return ("warning", warning.obligation.rule.id, warning.obligation.subject, warning.due_at)
 
 
 def breached_by(obligations: Iterable[Obligation], now: datetime) -> list[Obligation]:
@@ -62,7 +67,10 @@ def breached_by(obligations: Iterable[Obligation], now: datetime) -> list[Obliga
 
 
 def plan_reconciliation(
-    current: Sequence[Obligation], now: datetime, recorded: Sequence[Recorded]
+    current: Sequence[Obligation],
+    now: datetime,
+    recorded: Sequence[Recorded],
+    warnings: Sequence[Warning] = (),
 ) -> Plan:
     """Decide what to raise and withdraw so the record matches the facts as of `now`.
 
@@ -70,10 +78,11 @@ def plan_reconciliation(
     - A breach not yet recorded is raised, unless its key was recorded before (an outcome
       withdrawn once is never raised again) or its category already holds a standing violation
       for this order (at most one violation per order per category, Chapter III).
+    - A pre-breach warning whose time has come is sent once, while its obligation is open.
     """
     breached = breached_by(current, now)
     expected = {key_of(o) for o in breached}
-    standing = [r for r in recorded if not r.retracted]
+    standing = [r for r in recorded if not r.retracted and r.kind != "warning"]
     withdrawals = [
         Withdrawal(r, _withdrawal_reason(r, current)) for r in standing if r.key not in expected
     ]
@@ -90,7 +99,20 @@ def plan_reconciliation(
                 continue
             taken.add(category)
         to_raise.append(obligation)
-    return Plan(to_raise=to_raise, to_withdraw=withdrawals)
+    return Plan(to_raise, withdrawals, _warnings_due(warnings, now, known_keys))
+
+
+def _warnings_due(
+    warnings: Sequence[Warning], now: datetime, known_keys: set[OutcomeKey]
+) -> list[Warning]:
+    """Warnings whose time has come, for obligations not met by then and not yet breached now
+    (a breach says more than a warning); each once. A sent warning is never withdrawn."""
+    due = [
+        w
+        for w in warnings
+        if w.breached and w.due_at <= now < w.obligation.due_at and warning_key(w) not in known_keys
+    ]
+    return sorted(due, key=lambda w: (w.due_at, w.obligation.rule.id, w.obligation.subject))
 
 
 def _withdrawal_reason(outcome: Recorded, current: Sequence[Obligation]) -> str:
@@ -159,4 +181,5 @@ class Outcome:
             "clause": self.clause,
             "subject": self.subject or None,
             "evidence": self.evidence,
+            "deadline": iso(self.deadline) if self.deadline else None,
         }

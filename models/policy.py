@@ -51,6 +51,14 @@ class Points(_Frozen):
     serious: int = Field(ge=0)
 
 
+def _default_warning_leads() -> dict[str, tuple[timedelta, ...]]:
+    return {
+        "collection_overdue": (timedelta(hours=24), timedelta(hours=6)),
+        "cancellation_review_overdue": (timedelta(hours=4),),
+        "stockout_contact_overdue": (timedelta(hours=12),),
+    }
+
+
 def _default_points() -> dict[str, Points]:
     return {"out_of_stock": Points(general=4, serious=8)}
 
@@ -62,6 +70,8 @@ class Policy(_Frozen):
     repeat_window: Duration = timedelta(days=30)
     """Chapter III severity: a second violation of a category within this window is serious."""
     points: dict[str, Points] = Field(default_factory=_default_points)
+    warning_leads: dict[str, tuple[Duration, ...]] = Field(default_factory=_default_warning_leads)
+    """Pre-breach warnings: how long before each rule's deadline the merchant is warned."""
 
     def points_for(self, category: str, serious: bool) -> int:
         scale = self.points[category]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from models.order import Creation, Fact, OrderState
 from models.policy import Policy
@@ -56,6 +56,8 @@ class Obligation:
     met_at: datetime | None
     met_by: str | None
     clause: str
+    since: datetime
+    """When the clock started (the order, the request, the declaration, the failure)."""
 
     @property
     def breached(self) -> bool:
@@ -125,6 +127,7 @@ def _agreed_cancel(order: OrderState) -> tuple[datetime, str] | None:
 
 def _obligation(
     rule: Rule,
+    since: datetime,
     due_at: datetime,
     met: tuple[datetime, str] | None,
     subject: str = "",
@@ -137,13 +140,16 @@ def _obligation(
         met_at=met[0] if met else None,
         met_by=met[1] if met else None,
         clause=clause or rule.clause,
+        since=since,
     )
 
 
 def _collection(order: OrderState, created: Creation, policy: Policy) -> Obligation:
     """2.1.1 / 3.2.1(1): collected, or the order cancelled, by the deadline."""
     ended = _first(_stamp(order.collected), _approved_cancellation(order), _agreed_cancel(order))
-    return _obligation(COLLECTION_OVERDUE, collection_due(order, created, policy), ended)
+    return _obligation(
+        COLLECTION_OVERDUE, created.at, collection_due(order, created, policy), ended
+    )
 
 
 def _stockout_contact(order: OrderState, created: Creation, policy: Policy) -> Obligation | None:
@@ -159,7 +165,8 @@ def _stockout_contact(order: OrderState, created: Creation, policy: Policy) -> O
     first_contact = _stamp(order.contacts[0]) if order.contacts else None
     ended = _first(first_contact, _stamp(order.collected), _approved_cancellation(order))
     in_time = ended if ended is not None and ended[0] <= window_end else None
-    return _obligation(STOCKOUT_CONTACT_OVERDUE, max(window_end, declared.at), in_time)
+    due = max(window_end, declared.at)
+    return _obligation(STOCKOUT_CONTACT_OVERDUE, declared.at, due, in_time)
 
 
 def _cancellation_reviews(order: OrderState, policy: Policy) -> Iterable[Obligation]:
@@ -173,6 +180,7 @@ def _cancellation_reviews(order: OrderState, policy: Policy) -> Iterable[Obligat
         shipped = order.shipped is not None and order.shipped.at <= request.at
         yield _obligation(
             CANCELLATION_REVIEW_OVERDUE,
+            request.at,
             request.at + policy.limits.cancellation_review,
             _stamp(order.review_of(cancellation_id)),
             subject=cancellation_id,
@@ -188,12 +196,68 @@ def _rejections_before_shipping(order: OrderState) -> Iterable[Obligation]:
             continue
         if order.shipped is not None and order.shipped.at <= review.at:
             continue
-        yield _obligation(CANCELLATION_REJECTED_UNSHIPPED, review.at, None, subject=cancellation_id)
+        yield _obligation(
+            CANCELLATION_REJECTED_UNSHIPPED, review.at, review.at, None, subject=cancellation_id
+        )
 
 
 def _customs_refund(order: OrderState, policy: Policy) -> Obligation | None:
     """2.3.1: after a failed customs clearance, the refund is completed within 24 h."""
     if order.customs_failed is None:
         return None
-    due = order.customs_failed.at + policy.limits.customs_refund
-    return _obligation(CUSTOMS_REFUND_OVERDUE, due, _stamp(order.refund_completed))
+    failed = order.customs_failed.at
+    due = failed + policy.limits.customs_refund
+    return _obligation(CUSTOMS_REFUND_OVERDUE, failed, due, _stamp(order.refund_completed))
+
+
+class Clocked(Protocol):
+    """Anything a timer row is kept for: an obligation's deadline or a warning's time."""
+
+    @property
+    def slot(self) -> tuple[str, str]: ...
+    @property
+    def due_at(self) -> datetime: ...
+    @property
+    def breached(self) -> bool: ...
+    def is_open_at(self, now: datetime) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Warning:
+    """A pre-breach warning: `lead` before an obligation's deadline, sent once if the clock was
+    running by then and the obligation was still open at that moment."""
+
+    obligation: Obligation
+    lead: timedelta
+
+    @property
+    def due_at(self) -> datetime:
+        return self.obligation.due_at - self.lead
+
+    @property
+    def slot(self) -> tuple[str, str]:
+        return (
+            f"{self.obligation.rule.id}:warn:{self.lead.total_seconds():g}s",
+            self.obligation.subject,
+        )
+
+    @property
+    def breached(self) -> bool:
+        """Whether it is to be sent: the obligation was not met by the warning time."""
+        met_at = self.obligation.met_at
+        return met_at is None or met_at > self.due_at
+
+    def is_open_at(self, now: datetime) -> bool:
+        return self.obligation.met_at is None and self.due_at > now
+
+
+def warnings(current: Iterable[Obligation], policy: Policy) -> list[Warning]:
+    """The warnings each obligation carries under the policy's lead times (clocks that start
+    after a warning's time get no such warning: it would only repeat the deadline)."""
+    found = []
+    for obligation in current:
+        for lead in policy.warning_leads.get(obligation.rule.id, ()):
+            warning = Warning(obligation, lead)
+            if obligation.since <= warning.due_at:
+                found.append(warning)
+    return found

@@ -12,7 +12,7 @@ from typing import Literal, Protocol, Self
 from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, Recorded
-from models.rules import Obligation
+from models.rules import Clocked
 
 DeadlineState = Literal["pending", "enqueued", "met", "fired"]
 
@@ -27,11 +27,11 @@ class DueDeadline:
     due_at: datetime
 
 
-def deadline_state(obligation: Obligation, now: datetime) -> DeadlineState:
+def deadline_state(clock: Clocked, now: datetime) -> DeadlineState:
     """Open clocks stay pending; a met one is closed as met; a passed one has fired."""
-    if obligation.is_open_at(now):
+    if clock.is_open_at(now):
         return "pending"
-    return "fired" if obligation.breached else "met"
+    return "fired" if clock.breached else "met"
 
 
 class Inbox(Protocol):
@@ -60,7 +60,10 @@ class Outcomes(Protocol):
 
 
 class Deadlines(Protocol):
-    def sync(self, order_id: str, current: Sequence[Obligation], now: datetime) -> None: ...
+    def sync(self, order_id: str, current: Sequence[Clocked], now: datetime) -> None:
+        """Make the order's timer rows match its clocks: open ones pending at their time."""
+        ...
+
     def is_due(self, deadline: DueDeadline) -> bool: ...
     def due(self, until: datetime, limit: int) -> list[DueDeadline]: ...
     def claim(self, until: datetime, limit: int, now: datetime) -> list[DueDeadline]:
@@ -69,8 +72,8 @@ class Deadlines(Protocol):
         ...
 
     def requeue_stale(self, due_before: datetime, now: datetime) -> int:
-        """Enqueued deadlines due before `due_before` whose task never completed (a lost
-        worker, a lost message) go back to pending, so the dispatcher sends them again."""
+        """Enqueued deadlines due, and sent, before `due_before` whose task never completed (a
+        lost worker, a lost message) go back to pending, so the dispatcher sends them again."""
         ...
 
 

@@ -22,7 +22,7 @@ from models.alerts import alert_body, alert_id
 from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, OutcomeKey, Recorded
-from models.rules import Obligation
+from models.rules import Clocked
 from store.base import DeadLetter, DeadlineState, DueDeadline, deadline_state
 
 Undo = Callable[[], None]
@@ -133,7 +133,7 @@ class MemoryOutcomes:
 
 
 def _as_recorded(outcome: Outcome) -> Recorded:
-    assert outcome.kind in ("violation", "escalation")
+    assert outcome.kind in ("violation", "escalation", "warning")
     return Recorded(
         kind=outcome.kind,
         rule=outcome.rule,
@@ -155,17 +155,18 @@ class MemoryDeadlines:
     def __init__(self, journal: _Journal) -> None:
         self._journal = journal
         self.rows: dict[DeadlineKey, tuple[datetime, DeadlineState]] = {}
+        self.enqueued_at: dict[DeadlineKey, datetime] = {}
         self._heap: list[tuple[datetime, DeadlineKey]] = []
 
-    def sync(self, order_id: str, current: Sequence[Obligation], now: datetime) -> None:
-        for obligation in current:
-            key = (order_id, obligation.rule.id, obligation.subject)
-            row = (obligation.due_at, deadline_state(obligation, now))
+    def sync(self, order_id: str, current: Sequence[Clocked], now: datetime) -> None:
+        for clock in current:
+            key = (order_id, *clock.slot)
+            row = (clock.due_at, deadline_state(clock, now))
             if self.rows.get(key) == row:
                 continue
             self._journal.set(self.rows, key, row)
             if row[1] == "pending":
-                heapq.heappush(self._heap, (obligation.due_at, key))
+                heapq.heappush(self._heap, (clock.due_at, key))
 
     def is_due(self, deadline: DueDeadline) -> bool:
         key = (deadline.order_id, deadline.rule, deadline.subject)
@@ -176,13 +177,14 @@ class MemoryDeadlines:
         for deadline in claimed:
             key = (deadline.order_id, deadline.rule, deadline.subject)
             self._journal.set(self.rows, key, (deadline.due_at, "enqueued"))
+            self._journal.set(self.enqueued_at, key, now)
         return claimed
 
     def requeue_stale(self, due_before: datetime, now: datetime) -> int:
         stale = [
             (key, due_at)
             for key, (due_at, state) in self.rows.items()
-            if state == "enqueued" and due_at < due_before
+            if state == "enqueued" and due_at < due_before and self.enqueued_at[key] < due_before
         ]
         for key, due_at in stale:
             self._journal.set(self.rows, key, (due_at, "pending"))

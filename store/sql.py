@@ -21,7 +21,7 @@ from models.alerts import alert_body, alert_id
 from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, Recorded
-from models.rules import Obligation
+from models.rules import Clocked
 from store.base import DeadLetter, DueDeadline, deadline_state
 from store.tables import (
     AlertRow,
@@ -138,6 +138,7 @@ class SqlOutcomes:
             update(OutcomeRow)
             .where(
                 OutcomeRow.order_id == retraction.order_id,
+                OutcomeRow.kind == recorded.kind,
                 OutcomeRow.rule == recorded.rule,
                 OutcomeRow.subject == recorded.subject,
                 OutcomeRow.at == recorded.at,
@@ -190,21 +191,20 @@ class SqlDeadlines:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def sync(self, order_id: str, current: Sequence[Obligation], now: datetime) -> None:
+    def sync(self, order_id: str, current: Sequence[Clocked], now: datetime) -> None:
         rows = self.session.scalars(select(DeadlineRow).where(DeadlineRow.order_id == order_id))
         existing = {(row.rule, row.subject): row for row in rows}
-        for obligation in current:
-            state = deadline_state(obligation, now)
-            row = existing.get(obligation.slot)
+        for clock in current:
+            state = deadline_state(clock, now)
+            row = existing.get(clock.slot)
             if row is None:
-                row = DeadlineRow(order_id=order_id, rule=obligation.rule.id)
-                row.subject = obligation.subject
+                row = DeadlineRow(order_id=order_id, rule=clock.slot[0], subject=clock.slot[1])
                 self.session.add(row)
-            elif (row.due_at, row.state) == (obligation.due_at, state):
+            elif (row.due_at, row.state) == (clock.due_at, state):
                 continue
-            elif row.state == "enqueued" and state == "pending" and row.due_at == obligation.due_at:
+            elif row.state == "enqueued" and state == "pending" and row.due_at == clock.due_at:
                 continue  # already handed to a timer; the dispatcher owns it
-            row.due_at = obligation.due_at
+            row.due_at = clock.due_at
             row.state = state
             row.updated_at = now
 
@@ -255,7 +255,11 @@ class SqlDeadlines:
     def requeue_stale(self, due_before: datetime, now: datetime) -> int:
         result = self.session.execute(
             update(DeadlineRow)
-            .where(DeadlineRow.state == "enqueued", DeadlineRow.due_at < due_before)
+            .where(
+                DeadlineRow.state == "enqueued",
+                DeadlineRow.due_at < due_before,
+                DeadlineRow.enqueued_at < due_before,  # sent long enough ago, not just now
+            )
             .values(state="pending", updated_at=now)
             .execution_options(synchronize_session=False)
         )

@@ -124,11 +124,11 @@ class DeadlineRow(Base):
 
 
 class OutcomeRow(Base):
-    """Violations and escalations. Withdrawn ones stay, flagged: nothing is ever deleted."""
+    """Warnings, violations and escalations. Withdrawn ones stay, flagged: nothing is deleted."""
 
     __tablename__ = "outcomes"
     __table_args__ = (
-        UniqueConstraint("order_id", "rule", "subject", "at"),
+        UniqueConstraint("order_id", "kind", "rule", "subject", "at"),
         Index(
             "uq_outcomes_one_standing_violation",
             "order_id",

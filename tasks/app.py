@@ -37,7 +37,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": 300,
         "task_soft_time_limit": 240,
         "task_default_queue": settings.timer_queue,
-        "task_routes": {"slatimer.fire_deadlines": {"queue": settings.timer_queue}},
+        "task_routes": {
+            "slatimer.fire_deadlines": {"queue": settings.timer_queue},
+            "slatimer.deliver_alert": {"queue": settings.alert_queue},
+        },
         "task_create_missing_queues": True,
         # Flower and monitoring see every task
         "worker_send_task_events": True,
@@ -59,7 +62,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
-    celery = Celery("slatimer", include=["tasks.timers"])
+    celery = Celery("slatimer", include=["tasks.timers", "tasks.alerts"])
     celery.conf.update(celery_config(settings or Settings()))
     return celery
 

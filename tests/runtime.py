@@ -27,6 +27,7 @@ def runtime_env(database_url: str, broker_url: str, **overrides: str) -> dict[st
         SLATIMER_POLICY_FILE=str(FAST_POLICY),
         SLATIMER_TIMER_HORIZON="3",
         SLATIMER_DISPATCH_INTERVAL="0.1",
+        SLATIMER_TIMER_GROUP_WINDOW="0.02",
         SLATIMER_REDISPATCH_GRACE="3",
         SLATIMER_LOG_LEVEL="INFO",
         SLATIMER_INGEST_BATCH_WAIT="0.05",

@@ -15,7 +15,7 @@ from models.outcomes import Outcome
 from models.policy import Policy
 from store.tables import Base, InboxRow, LedgerRow, OutcomeRow, RetractionRow
 from tests.builders import DAY, T0, H, collected, created, stockout
-from tests.conftest import run, sql_uow
+from tests.conftest import run, sql_uow, without_warnings
 from worker.replay import replay_lines
 from worker.services import record_event
 
@@ -33,6 +33,7 @@ def same_outcomes_as_memory(engine: Engine, policy: Policy) -> None:
 
 
 def late_evidence_is_kept_not_deleted(engine: Engine, policy: Policy) -> None:
+    policy = without_warnings(policy)
     events = [created("o1"), created("o2", at=T0 + 130 * H), collected("o1", T0 + 119 * H)]
     run(events, policy, until=T0 + 300 * H, uow=sql_uow(engine))
     with engine.connect() as connection:
@@ -54,6 +55,7 @@ def a_failed_transaction_leaves_nothing(engine: Engine, policy: Policy) -> None:
 
 
 def the_schema_refuses_a_second_standing_violation(engine: Engine, policy: Policy) -> None:
+    policy = without_warnings(policy)
     run([created("o1"), stockout("o1", T0 + H)], policy, T0 + 10 * DAY, uow=sql_uow(engine))
     duplicate = Outcome(
         kind="violation",
@@ -71,6 +73,7 @@ def the_schema_refuses_a_second_standing_violation(engine: Engine, policy: Polic
 
 
 def the_schema_refuses_the_same_outcome_twice(engine: Engine, policy: Policy) -> None:
+    policy = without_warnings(policy)
     run([created("o1")], policy, T0 + 10 * DAY, uow=sql_uow(engine))
     with sql_uow(engine) as uow:
         [recorded] = uow.outcomes.for_order("o1")
@@ -91,6 +94,7 @@ def the_schema_refuses_the_same_outcome_twice(engine: Engine, policy: Policy) ->
 
 
 def times_come_back_aware_in_utc(engine: Engine, policy: Policy) -> None:
+    policy = without_warnings(policy)
     run([created("o1")], policy, T0 + 10 * DAY, uow=sql_uow(engine))
     with sql_uow(engine) as uow:
         [recorded] = uow.outcomes.for_order("o1")

@@ -102,14 +102,18 @@ def db_upgrade(revision: str = "head") -> None:
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
-    """Run the Celery worker that fires deadlines (queue SLATIMER_TIMER_QUEUE)."""
+    """Run the Celery worker: fires deadlines and delivers alerts (SLATIMER_TIMER_QUEUE and
+    SLATIMER_ALERT_QUEUE)."""
+    from worker.metrics import serve_worker_metrics
+
+    serve_worker_metrics(Settings())  # before tasks.app: the pool's children inherit the mode
     from tasks.app import app as celery
 
     settings = Settings()
     celery.worker_main(
         [
             "worker",
-            f"--queues={settings.timer_queue}",
+            f"--queues={settings.timer_queue},{settings.alert_queue}",
             f"--concurrency={concurrency or settings.worker_concurrency}",
             f"--loglevel={settings.log_level}",
             "--task-events",
@@ -124,8 +128,11 @@ def dispatcher() -> None:
     """Run the dispatcher: hands deadlines due within the horizon to Celery as ETA tasks."""
     from worker.bootstrap import bootstrap
     from worker.dispatcher import run_dispatcher
+    from worker.metrics import serve_process_metrics
 
-    run_dispatcher(bootstrap())
+    runtime = bootstrap()
+    serve_process_metrics(runtime.settings)
+    run_dispatcher(runtime)
 
 
 @app.command()
@@ -195,8 +202,10 @@ def ingest(
     """Consume the order queue: one transaction per batch; bad messages go to the DLQ."""
     from worker.bootstrap import bootstrap
     from worker.ingest import Ingestor
+    from worker.metrics import serve_process_metrics
 
     runtime = bootstrap()
+    serve_process_metrics(runtime.settings)
     ingestor = Ingestor(runtime)
     ingestor.stop_on_signals()
     try:

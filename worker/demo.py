@@ -199,12 +199,12 @@ def _summarise(engine: Engine, bodies: list[bytes], end: datetime, out: Any) -> 
     counts: dict[str, dict[str, int]] = {}
     for merchant, kind, count in standing:
         counts.setdefault(merchant or "?", {})[kind] = count
-    out(f"\n{'merchant':<12} {'violations':>10} {'escalations':>11} {'points':>6}")
+    out(f"\n{'merchant':<12} {'warnings':>8} {'violations':>10} {'escalations':>11} {'points':>6}")
     for merchant in sorted(counts):
         row = counts[merchant]
         out(
-            f"{merchant:<12} {row.get('violation', 0):>10} {row.get('escalation', 0):>11} "
-            f"{int(points.get(merchant, 0)):>6}"
+            f"{merchant:<12} {row.get('warning', 0):>8} {row.get('violation', 0):>10} "
+            f"{row.get('escalation', 0):>11} {int(points.get(merchant, 0)):>6}"
         )
     replayed = replay_lines(bodies, load_policy(DEMO_POLICY), until=end).points_by_merchant()
     matches = replayed == {m: int(p) for m, p in points.items() if p}

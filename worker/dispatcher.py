@@ -14,6 +14,7 @@ from types import FrameType
 import structlog
 
 from store.base import DueDeadline
+from worker.alerts import relay_step
 from worker.backoff import compute_backoff
 from worker.bootstrap import App
 from worker.timers import TimerPolicy, dispatch_once, encode_refs
@@ -27,6 +28,7 @@ def timer_policy(app: App) -> TimerPolicy:
         horizon=timedelta(seconds=settings.timer_horizon),
         batch=settings.dispatch_batch,
         redispatch_grace=timedelta(seconds=settings.redispatch_grace),
+        group_window=timedelta(seconds=settings.timer_group_window),
     )
 
 
@@ -45,6 +47,7 @@ def run_dispatcher(app: App, stop: threading.Event | None = None) -> None:
     while not stop.is_set():
         try:
             claimed = dispatch_once(app.uow(), app.clock.now(), timers, celery_publish)
+            relay_step(app.engine, app.clock, app.settings)  # alerts: never raises
             failures = 0
         except Exception:  # noqa: BLE001 - any outage: log, back off, go on
             failures += 1

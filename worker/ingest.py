@@ -27,6 +27,7 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from config.settings import Settings
 from store.base import DeadLetter
+from worker import metrics
 from worker.backoff import compute_backoff
 from worker.bootstrap import App
 from worker.ingest_service import (
@@ -258,6 +259,7 @@ class Ingestor:
         for message in batch:  # one by one: virtual transports ignore ack(multiple=True)
             message.ack()
         self.stats.add(result)
+        metrics.batch_ingested(result)
         self.failures = 0
         for letter in result.dead_letters:
             log.warning(

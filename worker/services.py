@@ -24,7 +24,7 @@ from models.outcomes import (
     repeat_window,
 )
 from models.policy import Policy
-from models.rules import Obligation, obligations
+from models.rules import Obligation, Warning, obligations, warnings
 from store.base import DueDeadline, UnitOfWork
 
 log = structlog.get_logger("slatimer.services")
@@ -67,11 +67,35 @@ def reconcile_order(
 ) -> list[Outcome]:
     """Make the record match the facts as of `now`: raise breaches, withdraw disproved ones."""
     current = obligations(state, policy)
-    plan = plan_reconciliation(current, now, uow.outcomes.for_order(state.order_id))
-    made = [_withdraw(state, w, uow, now) for w in plan.to_withdraw]
+    ahead = warnings(current, policy)
+    plan = plan_reconciliation(current, now, uow.outcomes.for_order(state.order_id), ahead)
+    made = [_warn(state, w, uow, now) for w in plan.to_warn]
+    made += [_withdraw(state, w, uow, now) for w in plan.to_withdraw]
     made += [_raise(state, o, uow, now, policy) for o in plan.to_raise]
-    uow.deadlines.sync(state.order_id, current, now)
+    uow.deadlines.sync(state.order_id, [*current, *ahead], now)
     return made
+
+
+def _warn(state: OrderState, warning: Warning, uow: UnitOfWork, now: datetime) -> Outcome:
+    """Tell the merchant a deadline is near while it can still be met."""
+    obligation = warning.obligation
+    hours = warning.lead.total_seconds() / 3600
+    outcome = Outcome(
+        kind="warning",
+        rule=obligation.rule.id,
+        order_id=state.order_id,
+        merchant_id=state.merchant_id,
+        at=warning.due_at,
+        clause=obligation.clause,
+        category=obligation.rule.category,
+        subject=obligation.subject,
+        evidence=f"{hours:g} h before the deadline {iso(obligation.due_at)}",
+        deadline=obligation.due_at,
+    )
+    uow.outcomes.record(outcome)
+    uow.alerts.add(outcome, created_at=now)
+    _log(outcome)
+    return outcome
 
 
 def _raise(

@@ -18,6 +18,7 @@ from models.clock import Clock
 from models.outcomes import iso
 from models.policy import Policy
 from store.base import DueDeadline, UnitOfWork
+from worker import metrics
 from worker.services import fire_deadline
 
 log = structlog.get_logger("slatimer.timers")
@@ -103,6 +104,7 @@ def _fire_one(deadline: DueDeadline, uow: UnitOfWork, now: datetime, policy: Pol
         bound.exception("deadline check failed")
         return 0
     lateness = (now - deadline.due_at).total_seconds()
+    metrics.deadline_fired(deadline.rule, lateness)
     bound.info("deadline fired", lateness_s=round(lateness, 3), outcomes=len(outcomes))
     return 1
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -32,7 +33,7 @@ from tests.builders import (
     refunded,
     stockout,
 )
-from tests.conftest import server_missing, sql_uow
+from tests.conftest import server_missing, sql_uow, without_warnings
 from tests.runtime import (
     FAST_POLICY,
     comparable,
@@ -179,27 +180,42 @@ def delete_queue(settings: Settings, name: str) -> None:
         Queue(name, Exchange(name), routing_key=name)(connection.default_channel).delete()
 
 
+def no_warnings_policy(directory: Path) -> Path:
+    """The fast policy without pre-breach warnings: for tests of the timer machinery alone."""
+    text = FAST_POLICY.read_text()
+    start = text.index("[warning_leads]")
+    end = text.index("[points.out_of_stock]")
+    path = directory / "no-warnings.toml"
+    path.write_text(text[:start] + "[warning_leads]\n\n" + text[end:])
+    return path
+
+
 def many_orders_due_soon(engine: Engine, count: int, due_in: timedelta) -> datetime:
     """`count` orders whose 120 h collection deadline falls `due_in` from now."""
     t0 = datetime.now(UTC) + due_in - 120 * HOUR
     with sql_uow(engine) as uow:
         for number in range(count):
             order = created(f"k{number}", t0 + number * timedelta(milliseconds=10), f"m{number}")
-            record_event(order, uow, order.occurred_at, POLICY)  # as ingest saw it then
+            record_event(order, uow, order.occurred_at, without_warnings(POLICY))
         uow.commit()
     return t0 + 120 * HOUR + count * timedelta(milliseconds=10)
 
 
-def violation_count(engine: Engine) -> int:
+def violation_count(engine: Engine, kind: str = "violation") -> int:
     with engine.connect() as connection:
-        return connection.scalar(select(func.count()).select_from(OutcomeRow)) or 0
+        query = select(func.count()).select_from(OutcomeRow).where(OutcomeRow.kind == kind)
+        return connection.scalar(query) or 0
 
 
 def test_a_worker_killed_with_sigkill_mid_flight_loses_no_deadline_and_fires_none_twice(
     pg_engine: Engine, broker_url: str, tmp_path: Path
 ) -> None:
     # Given 150 deadlines falling due over 1.5 s, four seconds from now, handed to a worker
-    env = runtime_env(pg_engine.url.render_as_string(False), broker_url)
+    env = runtime_env(
+        pg_engine.url.render_as_string(False),
+        broker_url,
+        SLATIMER_POLICY_FILE=str(no_warnings_policy(tmp_path)),
+    )
     last_due = many_orders_due_soon(pg_engine, 150, timedelta(seconds=4))
     with processes(env, tmp_path) as children:
         children.start("worker")
@@ -243,6 +259,7 @@ def test_two_dispatcher_replicas_never_send_a_deadline_twice(
     env = runtime_env(
         pg_engine.url.render_as_string(False),
         broker_url,
+        SLATIMER_POLICY_FILE=str(no_warnings_policy(tmp_path)),
         SLATIMER_REDISPATCH_GRACE="600",
         SLATIMER_DISPATCH_BATCH="20",
     )
@@ -270,7 +287,11 @@ def test_after_an_outage_every_overdue_deadline_fires_once_with_its_original_tim
     # Given 50 deadlines that fell due while no worker or dispatcher was running
     last_due = many_orders_due_soon(pg_engine, 50, -timedelta(seconds=30))
     assert violation_count(pg_engine) == 0 and open_deadlines_due_by(pg_engine, last_due) == 50
-    env = runtime_env(pg_engine.url.render_as_string(False), broker_url)
+    env = runtime_env(
+        pg_engine.url.render_as_string(False),
+        broker_url,
+        SLATIMER_POLICY_FILE=str(no_warnings_policy(tmp_path)),
+    )
     # When the runtime starts again
     with processes(env, tmp_path) as children:
         children.start("worker")
@@ -291,9 +312,11 @@ def test_after_an_outage_every_overdue_deadline_fires_once_with_its_original_tim
 def scaled_policy(directory: Path, hour: timedelta) -> Path:
     """The fast policy with another length of an hour (the file states 1 h = 50 ms)."""
     factor = hour / HOUR
-    text = FAST_POLICY.read_text()
-    for value in ("36s", "6s", "2.4s", "1.2s", "0.05s"):
-        text = text.replace(f'"{value}"', f'"{float(value[:-1]) * factor:g}s"')
+    text = re.sub(
+        r'"([0-9.]+)s"',
+        lambda seconds: f'"{float(seconds.group(1)) * factor:g}s"',
+        FAST_POLICY.read_text(),
+    )
     path = directory / "scaled.toml"
     path.write_text(text)
     return path

@@ -30,6 +30,7 @@ def test_2_1_1_collection_one_second_late_is_a_violation(policy: Policy) -> None
             "clause": "2.1.1 / 3.2.1(1)",
             "subject": None,
             "evidence": None,
+            "deadline": "2026-03-07T09:00:00Z",
         }
     ]
 

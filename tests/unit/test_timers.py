@@ -10,6 +10,7 @@ from models.policy import Policy
 from store.base import DueDeadline
 from store.memory import MemoryUnitOfWork
 from tests.builders import T0, H, collected, created
+from tests.conftest import without_warnings
 from worker.backoff import compute_backoff
 from worker.services import record_event
 from worker.timers import (
@@ -44,6 +45,7 @@ def test_task_refs_round_trip_through_json_safe_lists() -> None:
 
 
 def _store_with_orders(policy: Policy, count: int) -> MemoryUnitOfWork:
+    policy = without_warnings(policy)
     uow = MemoryUnitOfWork()
     for number in range(count):
         record_event(created(f"o{number}", T0 + number * H), uow, T0, policy)
@@ -76,8 +78,8 @@ def test_firing_records_the_violation_once_even_if_the_task_runs_twice(policy: P
     uow = _store_with_orders(policy, 1)
     clock = VirtualClock(T0 + 120 * H + 5 * MS)
     [deadline] = uow.deadlines.due(T0 + 200 * H, 10)
-    assert fire_due([deadline], lambda: uow, clock, policy) == (1, [])
-    fire_due([deadline], lambda: uow, clock, policy)
+    assert fire_due([deadline], lambda: uow, clock, without_warnings(policy)) == (1, [])
+    fire_due([deadline], lambda: uow, clock, without_warnings(policy))
     assert [o.rule for o in uow.outcomes.log] == ["collection_overdue"]
 
 
@@ -85,17 +87,22 @@ def test_a_task_that_arrives_early_is_handed_back_not_fired(policy: Policy) -> N
     uow = _store_with_orders(policy, 1)
     [deadline] = uow.deadlines.due(T0 + 200 * H, 10)
     early_clock = VirtualClock(deadline.due_at - 20 * MS)
-    assert fire_due([deadline], lambda: uow, early_clock, policy) == (0, [deadline])
+    assert fire_due([deadline], lambda: uow, early_clock, without_warnings(policy)) == (
+        0,
+        [deadline],
+    )
     assert uow.outcomes.log == []
 
 
 def test_a_met_obligation_closes_its_timer_in_the_same_transaction(policy: Policy) -> None:
     uow = _store_with_orders(policy, 1)
     [deadline] = uow.deadlines.due(T0 + 200 * H, 10)
-    record_event(collected("o0", T0 + 50 * H), uow, T0 + 50 * H, policy)
+    record_event(collected("o0", T0 + 50 * H), uow, T0 + 50 * H, without_warnings(policy))
     uow.commit()
     assert not uow.deadlines.is_due(deadline)
-    assert fire_due([deadline], lambda: uow, VirtualClock(deadline.due_at), policy) == (1, [])
+    assert fire_due(
+        [deadline], lambda: uow, VirtualClock(deadline.due_at), without_warnings(policy)
+    ) == (1, [])
     assert uow.outcomes.log == []
 
 
@@ -105,3 +112,17 @@ def test_backoff_grows_exponentially_with_full_jitter_and_a_cap() -> None:
     ceilings = [min(30, 0.5 * 2 ** (n - 1)) for n in range(1, 12)]
     assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings, strict=True))
     assert max(waits) <= 30
+
+
+def test_an_overdue_deadline_just_sent_is_not_sent_again_before_the_grace(policy: Policy) -> None:
+    # Given a deadline that fell due an hour ago, during an outage
+    uow = _store_with_orders(policy, 1)
+    due = T0 + 120 * H
+    sent: list[list[DueDeadline]] = []
+    dispatch_once(uow, due + H, TIMERS, lambda g, _eta: sent.append(g))
+    # When the dispatcher passes again a minute later, its task still in flight
+    dispatch_once(uow, due + H + timedelta(minutes=1), TIMERS, lambda g, _eta: sent.append(g))
+    # Then it was sent once; only after the grace since sending is it re-armed
+    assert len(sent) == 1
+    dispatch_once(uow, due + H + timedelta(minutes=6), TIMERS, lambda g, _eta: sent.append(g))
+    assert len(sent) == 2
