@@ -26,6 +26,11 @@ class DueDeadline:
     subject: str
     due_at: datetime
 
+    @property
+    def key(self) -> str:
+        """A deadline's id in logs and metrics: one per clock of an order."""
+        return f"{self.order_id}/{self.rule}/{self.subject}"
+
 
 def deadline_state(clock: Clocked, now: datetime) -> DeadlineState:
     """Open clocks stay pending; a met one is closed as met; a passed one has fired."""

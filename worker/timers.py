@@ -94,7 +94,12 @@ def fire_due(
 
 
 def _fire_one(deadline: DueDeadline, uow: UnitOfWork, now: datetime, policy: Policy) -> int:
-    bound = log.bind(order_id=deadline.order_id, rule=deadline.rule, due_at=iso(deadline.due_at))
+    bound = log.bind(
+        deadline_id=deadline.key,
+        order_id=deadline.order_id,
+        rule=deadline.rule,
+        due_at=iso(deadline.due_at),
+    )
     try:
         with uow.savepoint():
             outcomes = fire_deadline(deadline, uow, now, policy)
