@@ -69,7 +69,12 @@ def lifecycle(rng: random.Random, order_id: str, merchant: str, late_rate: float
             ),
         ]
         if decision == "rejected":
-            events += [event("order.collected", order_id, review + 20 * H, **waybill)]
+            collected = review + 20 * H
+            events += [
+                event("order.shipped", order_id, review + 2 * H, **waybill),
+                *traces(rng, order_id, waybill, _postcode(events), review + 2 * H, collected),
+                event("order.collected", order_id, collected, **waybill),
+            ]
         return events
     if fate < 0.16:  # stock-out
         declared = created + rng.uniform(2, 30) * H
@@ -86,14 +91,20 @@ def lifecycle(rng: random.Random, order_id: str, merchant: str, late_rate: float
                     new_ship_by=stamp(new_ship_by),
                 )
             )
-            events.append(event("order.collected", order_id, new_ship_by - 5 * H, **waybill))
+            collected = new_ship_by - 5 * H
+            shipped = collected - 20 * H
+            events.append(event("order.shipped", order_id, shipped, **waybill))
+            events += traces(rng, order_id, waybill, _postcode(events), shipped, collected)
+            events.append(event("order.collected", order_id, collected, **waybill))
         return events
     late = rng.random() < late_rate
     limit = 168 if special else 120
     shipped = created + rng.uniform(4, 40) * H
     collected = created + (rng.uniform(limit + 1, limit + 30) if late else rng.uniform(50, 110)) * H
+    postcode = _postcode(events)
     events += [
         event("order.shipped", order_id, shipped, **waybill),
+        *traces(rng, order_id, waybill, postcode, shipped, collected),
         event("order.collected", order_id, collected, **waybill),
     ]
     if rng.random() < 0.04:
@@ -109,6 +120,87 @@ def parse(value: object) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
+def _postcode(events: list[dict[str, object]]) -> str:
+    return str(events[0]["ship_to"]["postcode"])  # type: ignore[index]
+
+
+def traces(
+    rng: random.Random,
+    order_id: str,
+    waybill: dict[str, str],
+    postcode: str,
+    shipped: datetime,
+    collected: datetime,
+) -> list[dict[str, object]]:
+    """The carrier's trace (3.3): first scan after shipping, then updates until delivery."""
+    at = shipped + rng.uniform(2, 12) * H
+    found = [trace(order_id, at, waybill, postcode, "in_transit")]
+    at = collected + rng.uniform(6, 30) * H
+    for _hop in range(rng.randint(1, 3)):
+        found.append(trace(order_id, at, waybill, postcode, "in_transit"))
+        at += rng.uniform(10, 60) * H
+    found.append(trace(order_id, at, waybill, postcode, "delivered"))
+    return found
+
+
+def trace(
+    order_id: str, at: datetime, waybill: dict[str, str], postcode: str, status: str
+) -> dict[str, object]:
+    return event(
+        "logistics.tracked", order_id, at, **waybill, status=status, destination_postcode=postcode
+    )
+
+
+def rulebook_cases(rng: random.Random, events: list[dict]) -> None:
+    """A handful of orders that break the rest of the rulebook, once each."""
+    start = DAY_START + 13 * H
+
+    def order(order_id: str, merchant: str, at: datetime) -> None:
+        events.append(
+            event(
+                "order.created",
+                order_id,
+                at,
+                merchant_id=merchant,
+                items=[{"sku": "sku-900", "quantity": 1}],
+                ship_to={"country": "CN", "postcode": "200001"},
+            )
+        )
+
+    jd = {"waybill_no": "JDVB00012345", "carrier": "JD_LOGISTICS"}
+    order("ord-9001", "coastal", start)  # 2.1: shipped with another carrier
+    sf = {"waybill_no": "SF1234567890", "carrier": "SF_EXPRESS"}
+    events.append(event("order.shipped", "ord-9001", start + 5 * H, **sf))
+    order("ord-9002", "bluebird", start)  # 3.3(1): a waybill with no trace
+    events.append(event("order.shipped", "ord-9002", start + 6 * H, **jd))
+    order("ord-9003", "dune-goods", start)  # 3.3(4): the parcel goes elsewhere
+    events.append(event("order.shipped", "ord-9003", start + 3 * H, **jd))
+    events.append(trace("ord-9003", start + 9 * H, jd, "518000", "in_transit"))
+    order("ord-9004", "acme-us", start)  # 2.1.4: refuses to ship unless paid more
+    events.append(
+        event("merchant.refused_shipment", "ord-9004", start + 20 * H, reason="price_increase")
+    )
+    for number, severity in enumerate(["slight", "slight", "serious"]):  # 3.1: shortages
+        order_id = f"ord-91{number:02d}"
+        order(order_id, "bluebird", start + number * H)
+        events.append(event("order.collected", order_id, start + (60 + number) * H, **jd))
+        events.append(trace(order_id, start + (80 + number) * H, jd, "200001", "delivered"))
+        events.append(
+            event(
+                "complaint.upheld",
+                order_id,
+                start + (110 + number) * H,
+                category="shortage",
+                severity=severity,
+            )
+        )
+    events.append(
+        event(
+            "complaint.upheld", "ord-9100", start + 115 * H, category="packaging", severity="slight"
+        )
+    )
+
+
 def main() -> None:
     orders = int(sys.argv[sys.argv.index("--orders") + 1]) if "--orders" in sys.argv else 120
     rng = random.Random(20261111)
@@ -116,6 +208,7 @@ def main() -> None:
     for number in range(1, orders + 1):
         merchant = rng.choice(list(MERCHANTS))
         events += lifecycle(rng, f"ord-{number:04d}", merchant, MERCHANTS[merchant])
+    rulebook_cases(rng, events)
     events.sort(key=lambda e: (e["occurred_at"], e["event_id"]))
     # The warehouse reports one collection scan (made at 119 h) only two days later: slatimer
     # raises the violation at 120 h, then withdraws it when the evidence arrives.

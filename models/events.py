@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 MAX_EVENT_BYTES = 64 * 1024
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -55,7 +55,9 @@ class _Event(BaseModel):
     event_id: Id
     occurred_at: UtcTime
     order_id: Id
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 2
+    """v2 adds logistics.tracked, merchant.refused_shipment and complaint.upheld; v1 events
+    are still accepted as they are."""
 
 
 class Item(BaseModel):
@@ -144,6 +146,31 @@ class RefundCompleted(_Event):
     type: Literal["refund.completed"]
 
 
+class LogisticsTracked(_Event):
+    """A logistics trace update from the carrier (3.3): where the parcel is going and how."""
+
+    type: Literal["logistics.tracked"]
+    waybill_no: Id
+    carrier: Id
+    status: Literal["collected", "in_transit", "out_for_delivery", "delivered", "exception"]
+    destination_postcode: Annotated[str, Field(min_length=1, max_length=16)]
+
+
+class RefusedShipment(_Event):
+    """The merchant refuses to ship, or asks for more money to ship (2.1.4 / 3.2.1(2))."""
+
+    type: Literal["merchant.refused_shipment"]
+    reason: Literal["refused", "price_increase"]
+
+
+class ComplaintUpheld(_Event):
+    """A consumer complaint the platform upheld, with the platform's judgement (3.1 / 2.4)."""
+
+    type: Literal["complaint.upheld"]
+    category: Literal["shortage", "wrong_item", "packaging"]
+    severity: Literal["slight", "serious"]
+
+
 EVENT_MODELS: tuple[type[_Event], ...] = (
     OrderCreated,
     OrderShipped,
@@ -154,6 +181,9 @@ EVENT_MODELS: tuple[type[_Event], ...] = (
     CancellationReviewed,
     CustomsClearanceFailed,
     RefundCompleted,
+    LogisticsTracked,
+    RefusedShipment,
+    ComplaintUpheld,
 )
 Event = Annotated[
     OrderCreated
@@ -164,7 +194,10 @@ Event = Annotated[
     | CancellationRequested
     | CancellationReviewed
     | CustomsClearanceFailed
-    | RefundCompleted,
+    | RefundCompleted
+    | LogisticsTracked
+    | RefusedShipment
+    | ComplaintUpheld,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[str, ...] = tuple(
@@ -193,7 +226,7 @@ def parse_document(document: Any) -> Event:
     kind = document.get("type")
     if kind is None:
         raise ContractError("type", "missing")
-    if kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise ContractError("type", f"unknown event type {kind!r}")
     try:
         return _ADAPTER.validate_json(orjson.dumps(document), strict=True)

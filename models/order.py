@@ -58,6 +58,22 @@ class Review(Fact):
     decision: Literal["approved", "rejected"]
 
 
+class Trace(Fact):
+    waybill_no: str
+    carrier: str
+    status: str
+    destination_postcode: str
+
+
+class Refusal(Fact):
+    reason: Literal["refused", "price_increase"]
+
+
+class Complaint(Fact):
+    category: Literal["shortage", "wrong_item", "packaging"]
+    severity: Literal["slight", "serious"]
+
+
 F = TypeVar("F", bound=Fact)
 
 
@@ -87,6 +103,9 @@ class OrderState(BaseModel):
     reviews: tuple[Review, ...] = ()
     customs_failed: Mark | None = None
     refund_completed: Mark | None = None
+    traces: tuple[Trace, ...] = ()
+    refused: Refusal | None = None
+    complaints: tuple[Complaint, ...] = ()
 
     @property
     def merchant_id(self) -> str | None:
@@ -176,3 +195,26 @@ def _(event: ev.CustomsClearanceFailed, state: OrderState) -> dict[str, Any]:
 @_changes.register
 def _(event: ev.RefundCompleted, state: OrderState) -> dict[str, Any]:
     return {"refund_completed": earliest(state.refund_completed, Mark(**_stamp(event)))}
+
+
+@_changes.register
+def _(event: ev.LogisticsTracked, state: OrderState) -> dict[str, Any]:
+    trace = Trace(
+        **_stamp(event),
+        waybill_no=event.waybill_no,
+        carrier=event.carrier,
+        status=event.status,
+        destination_postcode=event.destination_postcode,
+    )
+    return {"traces": _merged(state.traces, trace)}
+
+
+@_changes.register
+def _(event: ev.RefusedShipment, state: OrderState) -> dict[str, Any]:
+    return {"refused": earliest(state.refused, Refusal(**_stamp(event), reason=event.reason))}
+
+
+@_changes.register
+def _(event: ev.ComplaintUpheld, state: OrderState) -> dict[str, Any]:
+    complaint = Complaint(**_stamp(event), category=event.category, severity=event.severity)
+    return {"complaints": _merged(state.complaints, complaint)}

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from models.rules import Obligation, Warning
 
 OutcomeKind = Literal["violation", "escalation", "retraction", "warning"]
-Severity = Literal["general", "serious"]
+Severity = Literal["general", "serious", "slight"]
+"""general/serious by the repeat window; slight/serious as the platform judged a complaint."""
 OutcomeKey = tuple[str, str, str, datetime]
 """(kind, rule, subject, at): an outcome's identity within its order."""
 
@@ -131,6 +133,15 @@ def repeat_window(at: datetime, window: timedelta) -> tuple[datetime, datetime]:
     return (at - window, at)
 
 
+def iso_week(at: datetime, timezone: str) -> tuple[datetime, datetime]:
+    """The ISO week (Monday 00:00 to the next) containing `at`, in the platform's time zone."""
+    zone = ZoneInfo(timezone)
+    local = at.astimezone(zone)
+    monday = (local - timedelta(days=local.weekday())).date()
+    start = datetime.combine(monday, time(0), tzinfo=zone)
+    return start.astimezone(UTC), (start + timedelta(days=7)).astimezone(UTC)
+
+
 def iso(moment: datetime) -> str:
     """RFC 3339 in UTC with a 'Z', the one timestamp format slatimer prints."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -167,6 +178,8 @@ class Outcome:
     evidence: str | None = None
     deadline: datetime | None = None
     """The deadline concerned: the one breached, warned of, or (for a retraction) withdrawn."""
+    capped: bool | None = None
+    """A slight shortage past the weekly points cap: recorded, with no points (Chapter III)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -182,4 +195,5 @@ class Outcome:
             "subject": self.subject or None,
             "evidence": self.evidence,
             "deadline": iso(self.deadline) if self.deadline else None,
+            "capped": self.capped,
         }

@@ -10,7 +10,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -44,6 +44,10 @@ class Limits(_Frozen):
     """2.3.1: refund within this time of a failed customs clearance."""
     special_goods_unit: Duration = timedelta(hours=1)
     """The unit of an item's `ship_within_hours` (an hour; scaled down in the demo policy)."""
+    trace_after_shipping: Duration = timedelta(hours=24)
+    """3.3(1): a filled-in waybill must show a logistics trace within this time."""
+    trace_gap: Duration = timedelta(hours=72)
+    """3.3(2): after collection, the trace must update at least this often until delivery."""
 
 
 class Points(_Frozen):
@@ -60,7 +64,17 @@ def _default_warning_leads() -> dict[str, tuple[timedelta, ...]]:
 
 
 def _default_points() -> dict[str, Points]:
-    return {"out_of_stock": Points(general=4, serious=8)}
+    return {
+        "out_of_stock": Points(general=4, serious=8),
+        "false_delivery": Points(general=12, serious=25),
+        "wrong_carrier": Points(general=2, serious=4),
+        "refusal": Points(general=8, serious=8),
+        "shortage": Points(general=2, serious=8),
+    }
+
+
+def _default_waybill_formats() -> dict[str, str]:
+    return {"JD_LOGISTICS": r"^(JD|JDV[A-Z])[0-9A-Z]{4,20}$"}
 
 
 class Policy(_Frozen):
@@ -70,8 +84,34 @@ class Policy(_Frozen):
     repeat_window: Duration = timedelta(days=30)
     """Chapter III severity: a second violation of a category within this window is serious."""
     points: dict[str, Points] = Field(default_factory=_default_points)
+    """Chapter III, per category: general / serious. For `shortage` the platform judges the
+    severity: slight cases take the general points, capped per merchant per week."""
+    repeat_windows: dict[str, Duration] = Field(default_factory=dict)
+    """Per-category overrides of `repeat_window`."""
+    allowed_carriers: tuple[str, ...] = ("JD_LOGISTICS",)
+    """2.1: Shopify merchants ship with JD Logistics only."""
+    waybill_formats: dict[str, str] = Field(default_factory=_default_waybill_formats)
+    """3.3(3): a waybill number valid for each carrier (a regular expression)."""
+    shortage_weekly_cap: int = Field(default=8, ge=0)
+    """Chapter III: slight shortages cost at most this many points per merchant per week."""
+    trace_checks: bool = True
+    """3.3(1)/(2) judge the absence of logistics traces: turn them off only where the producer
+    does not feed `logistics.tracked` (every order would otherwise look falsely delivered)."""
+    platform_timezone: str = "Asia/Shanghai"
+    """The time zone the platform's weeks are counted in."""
     warning_leads: dict[str, tuple[Duration, ...]] = Field(default_factory=_default_warning_leads)
     """Pre-breach warnings: how long before each rule's deadline the merchant is warned."""
+
+    @field_validator("points", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, given: Any) -> Any:
+        """A policy file lists the categories it changes; the others keep the table's points."""
+        if isinstance(given, dict):
+            return {**_default_points(), **given}
+        return given
+
+    def repeat_window_for(self, category: str) -> timedelta:
+        return self.repeat_windows.get(category, self.repeat_window)
 
     def points_for(self, category: str, serious: bool) -> int:
         scale = self.points[category]

@@ -7,15 +7,16 @@ facts always give the same verdict, whatever order the events arrived in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from models.order import Creation, Fact, OrderState
 from models.policy import Policy
 
-Kind = Literal["violation", "escalation"]
+Kind = Literal["violation", "escalation", "warning"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ CANCELLATION_REJECTED_UNSHIPPED = Rule(
     "cancellation_rejected_unshipped", "escalation", None, "2.2.3"
 )
 CUSTOMS_REFUND_OVERDUE = Rule("customs_refund_overdue", "escalation", None, "2.3.1")
+WRONG_CARRIER = Rule("wrong_carrier", "violation", "wrong_carrier", "2.1 / Chapter III")
+FALSE_DELIVERY = Rule("false_delivery", "violation", "false_delivery", "3.3")
+REFUSAL_TO_SHIP = Rule("refusal_to_ship", "violation", "refusal", "2.1.4 / 3.2.1(2)")
+SHORTAGE = Rule("shortage", "violation", "shortage", "3.1")
+PACKAGING = Rule("packaging", "warning", None, "2.4")
 RULES: dict[str, Rule] = {
     rule.id: rule
     for rule in (
@@ -41,6 +47,11 @@ RULES: dict[str, Rule] = {
         CANCELLATION_REVIEW_OVERDUE,
         CANCELLATION_REJECTED_UNSHIPPED,
         CUSTOMS_REFUND_OVERDUE,
+        WRONG_CARRIER,
+        FALSE_DELIVERY,
+        REFUSAL_TO_SHIP,
+        SHORTAGE,
+        PACKAGING,
     )
 }
 
@@ -58,6 +69,10 @@ class Obligation:
     clause: str
     since: datetime
     """When the clock started (the order, the request, the declaration, the failure)."""
+    evidence: str | None = None
+    """What makes it a breach, for rules with several cases (3.3's five)."""
+    severity: Literal["slight", "serious"] | None = None
+    """The platform's own judgement, where it gives one (an upheld complaint, 3.1)."""
 
     @property
     def breached(self) -> bool:
@@ -83,6 +98,10 @@ def obligations(order: OrderState, policy: Policy) -> list[Obligation]:
         _customs_refund(order, policy),
         *_cancellation_reviews(order, policy),
         *_rejections_before_shipping(order),
+        _wrong_carrier(order, policy),
+        _refusal(order),
+        *false_delivery(order, created, policy),
+        *_complaints(order),
     ]
     return [obligation for obligation in found if obligation is not None]
 
@@ -132,6 +151,7 @@ def _obligation(
     met: tuple[datetime, str] | None,
     subject: str = "",
     clause: str | None = None,
+    evidence: str | None = None,
 ) -> Obligation:
     return Obligation(
         rule=rule,
@@ -141,12 +161,23 @@ def _obligation(
         met_by=met[1] if met else None,
         clause=clause or rule.clause,
         since=since,
+        evidence=evidence,
     )
+
+
+def _at_once(rule: Rule, fact: Fact, clause: str | None = None, evidence: str = "") -> Obligation:
+    """A breach the event itself is: due the moment it happened, never met."""
+    return _obligation(rule, fact.at, fact.at, None, clause=clause, evidence=evidence or None)
 
 
 def _collection(order: OrderState, created: Creation, policy: Policy) -> Obligation:
     """2.1.1 / 3.2.1(1): collected, or the order cancelled, by the deadline."""
-    ended = _first(_stamp(order.collected), _approved_cancellation(order), _agreed_cancel(order))
+    ended = _first(
+        _stamp(order.collected),
+        _approved_cancellation(order),
+        _agreed_cancel(order),
+        _stamp(order.refused),  # 2.1.4: a refusal is its own violation, not also 2.1.1
+    )
     return _obligation(
         COLLECTION_OVERDUE, created.at, collection_due(order, created, policy), ended
     )
@@ -208,6 +239,116 @@ def _customs_refund(order: OrderState, policy: Policy) -> Obligation | None:
     failed = order.customs_failed.at
     due = failed + policy.limits.customs_refund
     return _obligation(CUSTOMS_REFUND_OVERDUE, failed, due, _stamp(order.refund_completed))
+
+
+def _wrong_carrier(order: OrderState, policy: Policy) -> Obligation | None:
+    """2.1: JD Logistics only. The first shipping or collection record on another carrier."""
+    records = [r for r in (order.shipped, order.collected) if r is not None]
+    wrong = [r for r in records if r.carrier not in policy.allowed_carriers]
+    if not wrong:
+        return None
+    first = min(wrong, key=lambda record: record.sort_key())
+    return _at_once(WRONG_CARRIER, first, evidence=f"shipped with carrier {first.carrier}")
+
+
+def _refusal(order: OrderState) -> Obligation | None:
+    """2.1.4 / 3.2.1(2): refusing to ship, or asking more money to ship, is out of stock."""
+    if order.refused is None:
+        return None
+    return _at_once(REFUSAL_TO_SHIP, order.refused, evidence=f"reason: {order.refused.reason}")
+
+
+def false_delivery(order: OrderState, created: Creation, policy: Policy) -> list[Obligation]:
+    """3.3's five cases; at most one false-delivery violation per order stands (the earliest)."""
+    silence = [_no_trace_after_shipping(order, policy), _trace_went_quiet(order, policy)]
+    cases = [
+        *(silence if policy.trace_checks else []),
+        _invalid_waybill(order, policy),
+        _trace_to_another_address(order, created),
+        _trace_by_another_carrier(order),
+    ]
+    return [case for case in cases if case is not None]
+
+
+def _no_trace_after_shipping(order: OrderState, policy: Policy) -> Obligation | None:
+    """3.3(1): a waybill filled in, but no logistics trace for it within 24 h."""
+    shipped = order.shipped
+    if shipped is None:
+        return None
+    traces = [t for t in order.traces if t.waybill_no == shipped.waybill_no]
+    first = _stamp(min(traces, key=lambda t: t.sort_key())) if traces else None
+    due = shipped.at + policy.limits.trace_after_shipping
+    evidence = f"no trace for waybill {shipped.waybill_no} within the limit"
+    return _obligation(FALSE_DELIVERY, shipped.at, due, first, clause="3.3(1)", evidence=evidence)
+
+
+def _trace_went_quiet(order: OrderState, policy: Policy) -> Obligation | None:
+    """3.3(2): after collection, the trace must update at least every 72 h until delivery."""
+    if order.collected is None:
+        return None
+    gap, last = policy.limits.trace_gap, order.collected.at
+    for trace in sorted((t for t in order.traces if t.at >= last), key=Fact.sort_key):
+        if trace.at > last + gap:
+            break
+        if trace.status == "delivered":
+            return _obligation(FALSE_DELIVERY, last, last + gap, trace.sort_key(), "", "3.3(2)")
+        last = trace.at
+    evidence = f"no trace update for {gap} after {last.isoformat()}"
+    return _obligation(FALSE_DELIVERY, last, last + gap, None, "", "3.3(2)", evidence)
+
+
+def _invalid_waybill(order: OrderState, policy: Policy) -> Obligation | None:
+    """3.3(3): a waybill number that cannot be valid for the carrier chosen."""
+    shipped = order.shipped
+    if shipped is None or shipped.carrier not in policy.waybill_formats:
+        return None
+    if re.fullmatch(policy.waybill_formats[shipped.carrier], shipped.waybill_no):
+        return None
+    evidence = f"waybill {shipped.waybill_no} is not a valid {shipped.carrier} number"
+    return _at_once(FALSE_DELIVERY, shipped, "3.3(3)", evidence)
+
+
+def _trace_to_another_address(order: OrderState, created: Creation) -> Obligation | None:
+    """3.3(4): a trace going to another postcode than the order's."""
+    elsewhere = [t for t in order.traces if t.destination_postcode != created.postcode]
+    if not elsewhere:
+        return None
+    first = min(elsewhere, key=lambda t: t.sort_key())
+    evidence = f"trace goes to {first.destination_postcode}, the order to {created.postcode}"
+    return _at_once(FALSE_DELIVERY, first, "3.3(4)", evidence)
+
+
+def _trace_by_another_carrier(order: OrderState) -> Obligation | None:
+    """3.3(5): the trace's carrier is not the one the merchant declared."""
+    if order.shipped is None:
+        return None
+    declared = order.shipped.carrier
+    other = [t for t in order.traces if t.carrier != declared]
+    if not other:
+        return None
+    first = min(other, key=lambda t: t.sort_key())
+    evidence = f"trace carrier {first.carrier}, declared {declared}"
+    return _at_once(FALSE_DELIVERY, first, "3.3(5)", evidence)
+
+
+def _complaints(order: OrderState) -> list[Obligation]:
+    """3.1: an upheld shortage or wrong-item complaint is a violation of the platform's
+    severity; 2.4: a packaging complaint is a warning to the merchant, without points."""
+    found = []
+    for complaint in order.complaints:
+        if complaint.category == "packaging":
+            found.append(
+                replace(
+                    _at_once(PACKAGING, complaint, evidence="packaging complaint upheld"),
+                    subject=complaint.event_id,
+                )
+            )
+            continue
+        evidence = f"{complaint.category} complaint upheld ({complaint.severity})"
+        found.append(
+            replace(_at_once(SHORTAGE, complaint, evidence=evidence), severity=complaint.severity)
+        )
+    return found
 
 
 class Clocked(Protocol):

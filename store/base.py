@@ -63,6 +63,13 @@ class Outcomes(Protocol):
         """Whether the merchant has a standing violation of `category` with since <= at < until."""
         ...
 
+    def points_between(
+        self, merchant_id: str, category: str, severity: str, since: datetime, until: datetime
+    ) -> int:
+        """Points of the merchant's standing violations of `category` and `severity` in the
+        window (the weekly cap on slight shortages)."""
+        ...
+
 
 class Deadlines(Protocol):
     def sync(self, order_id: str, current: Sequence[Clocked], now: datetime) -> None:

@@ -86,6 +86,7 @@ class MemoryOutcomes:
         self.by_order: dict[str, dict[OutcomeKey, Recorded]] = defaultdict(dict)
         self.standing_violations: dict[tuple[str, str], list[datetime]] = defaultdict(list)
         """(merchant, category) -> sorted times of standing violations: the severity index."""
+        self.merchant_of: dict[str, str | None] = {}
         self.log: list[Outcome] = []
 
     def for_order(self, order_id: str) -> list[Recorded]:
@@ -102,6 +103,7 @@ class MemoryOutcomes:
         ):
             raise IntegrityError(f"second standing {recorded.category} violation")
         self._journal.set(existing, recorded.key, recorded)
+        self._journal.set(self.merchant_of, outcome.order_id, outcome.merchant_id)
         if recorded.kind == "violation" and outcome.merchant_id and recorded.category:
             times = self.standing_violations[(outcome.merchant_id, recorded.category)]
             bisect.insort(times, recorded.at)
@@ -126,6 +128,20 @@ class MemoryOutcomes:
         times = self.standing_violations.get((merchant_id, category), [])
         first = bisect.bisect_left(times, since)
         return first < len(times) and times[first] < until
+
+    def points_between(
+        self, merchant_id: str, category: str, severity: str, since: datetime, until: datetime
+    ) -> int:
+        return sum(
+            r.points or 0
+            for order_id, outcomes in self.by_order.items()
+            if self.merchant_of.get(order_id) == merchant_id
+            for r in outcomes.values()
+            if r.kind == "violation"
+            and not r.retracted
+            and (r.category, r.severity) == (category, severity)
+            and since <= r.at < until
+        )
 
     def _append(self, outcome: Outcome) -> None:
         self.log.append(outcome)

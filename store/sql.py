@@ -172,6 +172,26 @@ class SqlOutcomes:
         )
         return bool(self.session.scalar(select(exists(query))))
 
+    def points_between(
+        self, merchant_id: str, category: str, severity: str, since: datetime, until: datetime
+    ) -> int:
+        query = _points_query(merchant_id, category, severity, since, until)
+        return int(self.session.scalar(query) or 0)
+
+
+def _points_query(
+    merchant_id: str, category: str, severity: str, since: datetime, until: datetime
+) -> Any:
+    return select(func.coalesce(func.sum(OutcomeRow.points), 0)).where(
+        OutcomeRow.merchant_id == merchant_id,
+        OutcomeRow.category == category,
+        OutcomeRow.severity == severity,
+        OutcomeRow.kind == "violation",
+        OutcomeRow.retracted.is_(False),
+        OutcomeRow.at >= since,
+        OutcomeRow.at < until,
+    )
+
 
 def _recorded(row: OutcomeRow) -> Recorded:
     return Recorded(

@@ -20,6 +20,7 @@ from models.outcomes import (
     Outcome,
     Withdrawal,
     iso,
+    iso_week,
     plan_reconciliation,
     repeat_window,
 )
@@ -112,9 +113,10 @@ def _raise(
         category=rule.category,
         subject=obligation.subject,
         deadline=obligation.due_at,
+        evidence=obligation.evidence,
     )
     if rule.kind == "violation" and rule.category is not None:
-        outcome = _graded(outcome, rule.category, uow, policy)
+        outcome = _graded(outcome, obligation, rule.category, uow, policy)
     uow.outcomes.record(outcome)
     uow.alerts.add(outcome, created_at=now)
     if outcome.points:
@@ -123,16 +125,40 @@ def _raise(
     return outcome
 
 
-def _graded(outcome: Outcome, category: str, uow: UnitOfWork, policy: Policy) -> Outcome:
-    """Chapter III: the points depend on whether this is a repeat within the window."""
+def _graded(
+    outcome: Outcome, obligation: Obligation, category: str, uow: UnitOfWork, policy: Policy
+) -> Outcome:
+    """Chapter III: the points depend on whether this is a repeat within the window — or, for
+    an upheld complaint, on the severity the platform judged."""
     assert outcome.merchant_id is not None
-    since, until = repeat_window(outcome.at, policy.repeat_window)
+    if obligation.severity is not None:
+        return _platform_graded(outcome, obligation.severity, category, uow, policy)
+    since, until = repeat_window(outcome.at, policy.repeat_window_for(category))
     serious = uow.outcomes.any_violation_between(outcome.merchant_id, category, since, until)
     return replace(
         outcome,
         severity="serious" if serious else "general",
         points=policy.points_for(category, serious),
     )
+
+
+def _platform_graded(
+    outcome: Outcome,
+    severity: Literal["slight", "serious"],
+    category: str,
+    uow: UnitOfWork,
+    policy: Policy,
+) -> Outcome:
+    """3.1 / Chapter III: serious 8 points; slight 2 per order, at most 8 per merchant per ISO
+    week in the platform's time zone — further slight cases are recorded, capped, with 0."""
+    assert outcome.merchant_id is not None
+    if severity == "serious":
+        return replace(outcome, severity="serious", points=policy.points_for(category, True))
+    full = policy.points_for(category, False)
+    since, until = iso_week(outcome.at, policy.platform_timezone)
+    used = uow.outcomes.points_between(outcome.merchant_id, category, "slight", since, until)
+    points = max(0, min(full, policy.shortage_weekly_cap - used))
+    return replace(outcome, severity="slight", points=points, capped=points < full)
 
 
 def _withdraw(state: OrderState, withdrawal: Withdrawal, uow: UnitOfWork, now: datetime) -> Outcome:

@@ -252,21 +252,20 @@ def test_late_evidence_reaches_the_receiver_as_violation_then_retraction(
     runtime.receiver.start()
     runtime.register("m-2")
     runtime.start()
-    created_at = runtime.order_due_soon("late", "m-2", due_in=2.0)  # warned 1.2 s and 0.3 s before
+    created_at = runtime.order_due_soon("late", "m-2", due_in=6.0)  # warned 1.2 s and 0.3 s before
     runtime.wait(
         lambda: any(a.kind == "violation" for a in runtime.alerts()), 30, "the violation alert"
     )
     # When the collection scan, made before the deadline, arrives after the violation
     runtime.record(collected("late", created_at + 110 * HOUR))
-    runtime.wait(lambda: all_in(runtime, {"delivered"}, 4), 60, "all four alerts delivered")
-    # Then the receiver saw both warnings, then the violation, then the retraction
+    runtime.wait(lambda: all_in(runtime, {"delivered"}, 3), 60, "the alerts delivered")
+    # Then the receiver saw the warning(s) first, then the violation, then the retraction (the
+    # 6 h warning is 0.3 s before the deadline here: a busy worker may pass it, and rightly
+    # sends no warning once the deadline has passed; the 24 h one, 1.2 s before, always goes)
     kinds = [hit.type for hit in runtime.receiver.delivered("m-2")]
-    assert kinds == [
-        "deadline.warning",
-        "deadline.warning",
-        "violation.raised",
-        "outcome.retracted",
-    ]
+    warned = kinds.count("deadline.warning")
+    assert 1 <= warned <= 2
+    assert kinds == ["deadline.warning"] * warned + ["violation.raised", "outcome.retracted"]
     first_retraction = next(h.at for h in runtime.receiver.hits if h.type == "outcome.retracted")
     violation_ok = runtime.receiver.delivered("m-2")[kinds.index("violation.raised")].at
     assert violation_ok <= first_retraction

@@ -68,13 +68,13 @@ def test_replay_of_the_bundled_example_matches_the_readme() -> None:
     assert result.exit_code == 0, result.stderr
     *outcomes, summary = [orjson.loads(line) for line in result.stdout.splitlines()]
     breaches = [o for o in outcomes if o["kind"] != "warning"]
-    assert len(breaches) == 26
+    assert len(breaches) == 38
     assert {o["kind"] for o in outcomes} == {"warning", "violation", "escalation", "retraction"}
     assert summary["summary"]["points_by_merchant"] == {
         "acme-us": 12,
-        "bluebird": 36,
-        "coastal": 52,
-        "dune-goods": 52,
+        "bluebird": 44,
+        "coastal": 66,
+        "dune-goods": 40,
     }
     ats = [o["at"] for o in outcomes]
     assert ats == sorted(ats)
@@ -90,7 +90,7 @@ def test_replay_refuses_a_naive_until(tmp_path: Path) -> None:
 def test_schema_prints_the_contract() -> None:
     result = runner.invoke(app, ["schema"])
     assert result.exit_code == 0
-    assert orjson.loads(result.stdout)["title"] == "slatimer event contract v1"
+    assert orjson.loads(result.stdout)["title"] == "slatimer event contract v2"
 
 
 def test_db_upgrade_creates_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,6 +31,7 @@ def test_2_1_1_collection_one_second_late_is_a_violation(policy: Policy) -> None
             "subject": None,
             "evidence": None,
             "deadline": "2026-03-07T09:00:00Z",
+            "capped": None,
         }
     ]
 

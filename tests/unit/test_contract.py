@@ -111,5 +111,8 @@ def test_the_published_schema_covers_every_event_type() -> None:
         "cancellation.reviewed",
         "customs.clearance_failed",
         "refund.completed",
+        "logistics.tracked",
+        "merchant.refused_shipment",
+        "complaint.upheld",
     }
     assert schema["$defs"]["OrderCreated"]["additionalProperties"] is False

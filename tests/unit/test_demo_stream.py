@@ -21,12 +21,19 @@ def test_an_hour_of_the_rules_is_half_a_second_in_the_demo_policy() -> None:
     assert demo.limits.spot_collection == real.limits.spot_collection * SCALE
     assert demo.limits.stockout_contact == real.limits.stockout_contact * SCALE
     assert demo.repeat_window == real.repeat_window * SCALE
+    assert demo.limits.trace_gap == real.limits.trace_gap * SCALE
+    assert demo.warning_leads["collection_overdue"] == tuple(
+        lead * SCALE for lead in real.warning_leads["collection_overdue"]
+    )
 
 
 def test_compressed_stream_gives_the_same_outcomes_as_the_original_log() -> None:
     lines = EXAMPLE.read_bytes().splitlines()
     sends = arrival_order(lines, compress(lines, START))
-    original = replay_lines(lines, load_policy(DEFAULT_POLICY))
+    kept = {orjson.loads(body)["event_id"] for _at, body in sends}
+    in_span = [line for line in lines if orjson.loads(line)["event_id"] in kept]
+    untraced = load_policy(DEFAULT_POLICY).model_copy(update={"trace_checks": False})
+    original = replay_lines(in_span, untraced)  # the demo leaves 3.3(1)/(2) out
     compressed = replay_lines([body for _at, body in sends], load_policy(DEMO_POLICY))
     assert compressed.points_by_merchant() == original.points_by_merchant()
     assert [(o.kind, o.rule, o.order_id) for o in compressed.in_order()] == [
@@ -39,7 +46,11 @@ def test_sends_never_go_back_in_time_and_keep_the_log_order() -> None:
     sends = arrival_order(lines, compress(lines, START))
     times = [at for at, _body in sends]
     assert times == sorted(times)
-    assert [orjson.loads(body)["event_id"] for _at, body in sends] == [
-        orjson.loads(line)["event_id"] for line in lines
+    streamed = [orjson.loads(body)["event_id"] for _at, body in sends]
+    in_span = [
+        orjson.loads(line)["event_id"]
+        for line in lines
+        if orjson.loads(line)["event_id"] in set(streamed)
     ]
+    assert streamed == in_span and len(streamed) > 0.8 * len(lines)
     assert times[-1] - times[0] < timedelta(seconds=110)  # "about two minutes" in all
