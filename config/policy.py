@@ -25,3 +25,16 @@ def load_policy(path: Path) -> Policy:
         error = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in error["loc"])
         raise PolicyError(f"{path}: {field}: {error['msg']}") from None
+
+
+def load_policies(paths: list[Path]) -> Policy:
+    """Several policy files, one per version (4.2): the newest `effective_from` is in force,
+    the older ones judge orders created before it (4.1). No code change, no restart but the
+    worker's to load a new one."""
+    if not paths:
+        raise PolicyError("no policy file given")
+    versions = sorted((load_policy(path) for path in paths), key=lambda p: p.effective_from)
+    newest = versions[-1]
+    for older in versions[:-1]:
+        newest = newest.superseding(older)
+    return newest

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     """kombu/Celery broker: redis://host:6379/0 or amqp://user:pass@host:5672// in production;
     the default is kombu's SQLAlchemy transport on a local SQLite file (no server needed)."""
     policy_file: Path = DEFAULT_POLICY
+    policy_history: list[Path] = []
+    """Older policy versions (4.1/4.2): orders created before the current file's
+    `effective_from` are judged by the version then in force."""
     log_level: str = "INFO"
     log_json: bool = True
 

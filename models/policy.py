@@ -120,5 +120,24 @@ class Policy(_Frozen):
     def special_goods_limit(self, ship_within_hours: float) -> timedelta:
         return self.limits.special_goods_unit * ship_within_hours
 
+    earlier: tuple[Policy, ...] = ()
+    """Versions this one replaced (4.2), newest first: conduct before this version's
+    `effective_from` is judged by the version then in force (4.1)."""
+
     def in_force_at(self, when: datetime) -> bool:
         return when >= self.effective_from
+
+    def version_for(self, created_at: datetime | None) -> Policy:
+        """4.1: an order is judged by the rules in force when it was created."""
+        if created_at is None or self.in_force_at(created_at):
+            return self
+        for version in self.earlier:
+            if version.in_force_at(created_at):
+                return version
+        return self.earlier[-1] if self.earlier else self
+
+    def superseding(self, older: Policy) -> Policy:
+        """This version, with `older` (and its own history) as the versions before it."""
+        history = sorted((older, *older.earlier), key=lambda p: p.effective_from, reverse=True)
+        flat = tuple(version.model_copy(update={"earlier": ()}) for version in history)
+        return self.model_copy(update={"earlier": flat})

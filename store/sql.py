@@ -38,20 +38,31 @@ OPEN_STATES = ("pending", "enqueued")
 
 
 def make_engine(url: str, **options: Any) -> Engine:
-    """An engine for `url`; SQLite gets WAL and foreign keys, PostgreSQL a pre-ping pool."""
+    """An engine for `url`; SQLite gets WAL and immediate transactions, PostgreSQL a pre-ping
+    pool."""
     if url.startswith("sqlite"):
         engine = create_engine(url, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _begin_immediate)
         return engine
     return create_engine(url, pool_pre_ping=True, **options)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    connection.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN itself
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    """Take SQLite's write lock when a transaction starts. A deferred transaction that reads,
+    then writes after another process committed, fails at once with "database is locked";
+    an immediate one waits its turn (busy_timeout), which is what the embedded runtime's
+    three processes need."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class SqlInbox:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from config.policy import load_policy
+from config.policy import load_policies
 from config.settings import Settings
 from models.policy import Policy
 from store.base import UnitOfWork
@@ -40,7 +40,7 @@ def bootstrap(settings: Settings | None = None, policy: Policy | None = None) ->
     sessions = session_factory(engine)
     return App(
         settings=settings,
-        policy=policy or load_policy(settings.policy_file),
+        policy=policy or load_policies([settings.policy_file, *settings.policy_history]),
         engine=engine,
         uow=lambda: SqlUnitOfWork(sessions),
         clock=SystemClock(),

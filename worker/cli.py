@@ -10,12 +10,13 @@ from typing import Annotated
 import orjson
 import typer
 
-from config.policy import PolicyError, load_policy
+from config.policy import PolicyError, load_policies, load_policy
 from config.settings import DEFAULT_POLICY, Settings
 from models.events import contract_schema
 from models.outcomes import Outcome
+from models.policy import Policy
 from worker.logs import configure_logging
-from worker.replay import ReplayResult, replay_lines
+from worker.replay import ReplayResult, compare_results, replay_lines
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
@@ -47,24 +48,47 @@ def replay(
     until: Annotated[
         str | None, typer.Option(help="Advance the clock to this time after the last event.")
     ] = None,
-    policy: Annotated[Path, typer.Option(help="Policy file (TOML).")] = DEFAULT_POLICY,
+    policy: Annotated[
+        list[Path] | None,
+        typer.Option(help="Policy file (TOML); repeat it to give the versions in force over time."),
+    ] = None,
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(help="Another policy (or versions): print what changes against it."),
+    ] = None,
     summary: Annotated[bool, typer.Option(help="Add points per merchant at the end.")] = False,
 ) -> None:
     """Run an event log through the rules on a virtual clock and print the outcomes (JSON lines)."""
     configure_logging("WARNING")  # one log line per outcome would double the output
-    try:
-        rules = load_policy(policy)
-    except PolicyError as bad_policy:
-        raise typer.BadParameter(str(bad_policy), param_hint="--policy") from None
+    rules = _policies(policy or [DEFAULT_POLICY], "--policy")
     stream = sys.stdin.buffer if str(events) == "-" else events.open("rb")
     with stream:
-        result = replay_lines(stream, rules, until=_aware(until) if until else None)
-    _print_outcomes(result.in_order())
+        lines = stream.read().splitlines()
+    moment = _aware(until) if until else None
+    result = replay_lines(lines, rules, until=moment)
+    if compare:
+        baseline = replay_lines(lines, _policies(compare, "--compare"), until=moment)
+        _print_comparison(baseline, result)
+    else:
+        _print_outcomes(result.in_order())
     if summary:
         _print_summary(result)
     for error in result.errors:
         typer.echo(error, err=True)
     raise typer.Exit(1 if result.errors else 0)
+
+
+def _policies(paths: list[Path], option: str) -> Policy:
+    try:
+        return load_policies(paths)
+    except PolicyError as bad_policy:
+        raise typer.BadParameter(str(bad_policy), param_hint=option) from None
+
+
+def _print_comparison(old: ReplayResult, new: ReplayResult) -> None:
+    """A what-if before a rule change ships: outcomes added and removed, points per merchant."""
+    for change in compare_results(old, new):
+        typer.echo(orjson.dumps(change).decode())
 
 
 def _print_outcomes(outcomes: list[Outcome]) -> None:

@@ -38,7 +38,6 @@ SPAN = timedelta(hours=200)
 deadlines that follow, 100 s of wall time; the last deliveries are left out."""
 
 
-
 def demo_env(workdir: Path) -> dict[str, str]:
     return {
         "SLATIMER_DATABASE_URL": f"sqlite:///{workdir / 'slatimer.db'}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from models.clock import VirtualClock
 from models.events import ContractError, Event, parse_event
@@ -103,3 +104,35 @@ def replay_lines(
         except ContractError as error:
             replayer.result.errors.append(f"line {number}: {error}")
     return replayer.finish(until)
+
+
+def _identity(line: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(line[k] for k in ("order_id", "kind", "rule", "subject", "at"))
+
+
+def compare_results(old: ReplayResult, new: ReplayResult) -> list[dict[str, Any]]:
+    """What changes from `old` to `new`: each outcome added or removed (same order, kind,
+    rule, subject and time; a changed severity or points is a removal and an addition), then
+    points per merchant where they differ."""
+    before = {_identity(o.as_json()): o.as_json() for o in old.in_order()}
+    after = {_identity(o.as_json()): o.as_json() for o in new.in_order()}
+    changes: list[dict[str, Any]] = [
+        {"change": "removed", **line} for key, line in before.items() if after.get(key) != line
+    ]
+    changes += [
+        {"change": "added", **line} for key, line in after.items() if before.get(key) != line
+    ]
+    old_points, new_points = old.points_by_merchant(), new.points_by_merchant()
+    for merchant in sorted(set(old_points) | set(new_points)):
+        was, now = old_points.get(merchant, 0), new_points.get(merchant, 0)
+        if was != now:
+            changes.append(
+                {
+                    "change": "points",
+                    "merchant_id": merchant,
+                    "old": was,
+                    "new": now,
+                    "delta": now - was,
+                }
+            )
+    return changes
