@@ -67,6 +67,7 @@ def reconcile_order(
     state: OrderState, uow: UnitOfWork, now: datetime, policy: Policy
 ) -> list[Outcome]:
     """Make the record match the facts as of `now`: raise breaches, withdraw disproved ones."""
+    policy = policy.version_for(state.created.at if state.created else None)
     current = obligations(state, policy)
     ahead = warnings(current, policy)
     plan = plan_reconciliation(current, now, uow.outcomes.for_order(state.order_id), ahead)
