@@ -13,7 +13,11 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from models.rules import Obligation, Warning
+from models.policy import Threshold
+from models.rules import RULES, Obligation, Warning
+
+JUDGED = frozenset(RULES)
+"""Rules judged from an order's facts; others (standing thresholds) are never withdrawn here."""
 
 OutcomeKind = Literal["violation", "escalation", "retraction", "warning"]
 Severity = Literal["general", "serious", "slight"]
@@ -84,7 +88,7 @@ def plan_reconciliation(
     """
     breached = breached_by(current, now)
     expected = {key_of(o) for o in breached}
-    standing = [r for r in recorded if not r.retracted and r.kind != "warning"]
+    standing = [r for r in recorded if not r.retracted and r.kind != "warning" and r.rule in JUDGED]
     withdrawals = [
         Withdrawal(r, _withdrawal_reason(r, current)) for r in standing if r.key not in expected
     ]
@@ -102,6 +106,11 @@ def plan_reconciliation(
             taken.add(category)
         to_raise.append(obligation)
     return Plan(to_raise, withdrawals, _warnings_due(warnings, now, known_keys))
+
+
+def crossed_thresholds(before: int, after: int, thresholds: Iterable[Threshold]) -> list[Threshold]:
+    """The standing thresholds a merchant's points just reached (before < t <= after)."""
+    return [t for t in thresholds if before < t.points <= after]
 
 
 def _warnings_due(

@@ -77,6 +77,19 @@ def _default_waybill_formats() -> dict[str, str]:
     return {"JD_LOGISTICS": r"^(JD|JDV[A-Z])[0-9A-Z]{4,20}$"}
 
 
+class Threshold(_Frozen):
+    points: int = Field(gt=0)
+    measure: str
+
+
+def _default_thresholds() -> tuple[Threshold, ...]:
+    return (
+        Threshold(points=12, measure="warning"),
+        Threshold(points=24, measure="unshelve_commodities"),
+        Threshold(points=48, measure="store_removal_review"),
+    )
+
+
 class Policy(_Frozen):
     name: str = "default"
     effective_from: AwareDatetime
@@ -94,6 +107,10 @@ class Policy(_Frozen):
     """3.3(3): a waybill number valid for each carrier (a regular expression)."""
     shortage_weekly_cap: int = Field(default=8, ge=0)
     """Chapter III: slight shortages cost at most this many points per merchant per week."""
+    standing_window: Duration = timedelta(days=365)
+    """A merchant's standing: the points of violations within this rolling window."""
+    standing_thresholds: tuple[Threshold, ...] = Field(default_factory=_default_thresholds)
+    """Point totals that trigger a platform measure; crossing one raises an escalation."""
     trace_checks: bool = True
     """3.3(1)/(2) judge the absence of logistics traces: turn them off only where the producer
     does not feed `logistics.tracked` (every order would otherwise look falsely delivered)."""

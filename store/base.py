@@ -98,6 +98,9 @@ class Alerts(Protocol):
 class Ledger(Protocol):
     def add(self, entry: LedgerEntry) -> None: ...
     def totals(self) -> dict[str, int]: ...
+    def standing(self, merchant_id: str, since: datetime, until: datetime) -> int:
+        """The merchant's points from violations dated in [since, until], net of reversals."""
+        ...
 
 
 @dataclass(frozen=True)

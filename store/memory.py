@@ -233,6 +233,13 @@ class MemoryLedger:
             totals[entry.merchant_id] += entry.points
         return dict(sorted(totals.items()))
 
+    def standing(self, merchant_id: str, since: datetime, until: datetime) -> int:
+        return sum(
+            entry.points
+            for entry in self.entries.values()
+            if entry.merchant_id == merchant_id and since <= entry.outcome_at <= until
+        )
+
 
 class MemoryDeadLetters:
     """Dead letters by id; ids are never reused, even when a transaction rolls back (as in SQL)."""

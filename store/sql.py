@@ -315,6 +315,14 @@ class SqlLedger:
             )
         )
 
+    def standing(self, merchant_id: str, since: datetime, until: datetime) -> int:
+        query = select(func.coalesce(func.sum(LedgerRow.points), 0)).where(
+            LedgerRow.merchant_id == merchant_id,
+            LedgerRow.outcome_at >= since,
+            LedgerRow.outcome_at <= until,
+        )
+        return int(self.session.scalar(query) or 0)
+
     def totals(self) -> dict[str, int]:
         query = (
             select(LedgerRow.merchant_id, func.sum(LedgerRow.points))

@@ -19,6 +19,7 @@ from models.outcomes import (
     LedgerEntry,
     Outcome,
     Withdrawal,
+    crossed_thresholds,
     iso,
     iso_week,
     plan_reconciliation,
@@ -73,7 +74,9 @@ def reconcile_order(
     plan = plan_reconciliation(current, now, uow.outcomes.for_order(state.order_id), ahead)
     made = [_warn(state, w, uow, now) for w in plan.to_warn]
     made += [_withdraw(state, w, uow, now) for w in plan.to_withdraw]
-    made += [_raise(state, o, uow, now, policy) for o in plan.to_raise]
+    for obligation in plan.to_raise:
+        raised = _raise(state, obligation, uow, now, policy)
+        made += [raised, *_standing_escalations(raised, uow, now, policy)]
     uow.deadlines.sync(state.order_id, [*current, *ahead], now)
     return made
 
@@ -124,6 +127,36 @@ def _raise(
         uow.ledger.add(_ledger_entry(outcome, "charge", outcome.at, outcome.points))
     _log(outcome)
     return outcome
+
+
+def _standing_escalations(
+    outcome: Outcome, uow: UnitOfWork, now: datetime, policy: Policy
+) -> list[Outcome]:
+    """Chapter III measures: when a violation's points carry the merchant's rolling total over
+    a threshold, escalate it (once per crossing; a later retraction does not withdraw it)."""
+    if not outcome.points or outcome.points < 0 or outcome.merchant_id is None:
+        return []
+    total = uow.ledger.standing(
+        outcome.merchant_id, outcome.at - policy.standing_window, outcome.at
+    )
+    made = []
+    for threshold in crossed_thresholds(total - outcome.points, total, policy.standing_thresholds):
+        escalation = Outcome(
+            kind="escalation",
+            rule="standing_threshold",
+            order_id=outcome.order_id,
+            merchant_id=outcome.merchant_id,
+            at=outcome.at,
+            clause="Chapter III",
+            subject=threshold.measure,
+            evidence=f"{total} points in the rolling window reach {threshold.points}",
+            deadline=outcome.at,
+        )
+        uow.outcomes.record(escalation)
+        uow.alerts.add(escalation, created_at=now)
+        _log(escalation)
+        made.append(escalation)
+    return made
 
 
 def _graded(

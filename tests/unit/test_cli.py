@@ -68,7 +68,7 @@ def test_replay_of_the_bundled_example_matches_the_readme() -> None:
     assert result.exit_code == 0, result.stderr
     *outcomes, summary = [orjson.loads(line) for line in result.stdout.splitlines()]
     breaches = [o for o in outcomes if o["kind"] != "warning"]
-    assert len(breaches) == 38
+    assert len(breaches) == 47
     assert {o["kind"] for o in outcomes} == {"warning", "violation", "escalation", "retraction"}
     assert summary["summary"]["points_by_merchant"] == {
         "acme-us": 12,
