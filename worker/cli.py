@@ -104,6 +104,21 @@ def _print_summary(result: ReplayResult) -> None:
 
 
 @app.command()
+def merchant(
+    merchant_id: str,
+    at: Annotated[str | None, typer.Option(help="Standing as of this time (default: now).")] = None,
+) -> None:
+    """A merchant's standing: points over the rolling window, measures, ledger timeline (JSON)."""
+    from worker.bootstrap import bootstrap
+    from worker.standing import merchant_standing
+
+    services = bootstrap()
+    moment = _aware(at) if at else services.clock.now()
+    report = merchant_standing(services.engine, services.policy, merchant_id, moment)
+    typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of the event contract."""
     typer.echo(orjson.dumps(contract_schema(), option=orjson.OPT_INDENT_2).decode())

@@ -61,3 +61,27 @@ def test_a_withdrawn_violation_leaves_the_escalation_but_frees_the_points(
     ]
     outcomes = run(events, policy, T0 + 9 * DAY)
     assert [s[1] for s in _standing(outcomes)] == ["warning", "warning"]
+
+
+def test_slatimer_merchant_shows_the_standing_traced_to_each_violation(
+    shipped_policy: Policy, sqlite_engine: Any
+) -> None:
+    from datetime import timedelta
+
+    from tests.conftest import sql_uow
+    from worker.standing import merchant_standing
+
+    policy = shipped_policy.model_copy(update={"trace_checks": False})
+    events = [order_created(f"o{n}", at=T0 + n * DAY) for n in range(3)]
+    run(events, policy, T0 + 9 * DAY, uow=sql_uow(sqlite_engine))
+    report = merchant_standing(sqlite_engine, policy, "m-1", T0 + 9 * DAY)
+    assert report["points"] == 4 + 8 + 8
+    assert report["by_category"] == {"out_of_stock": 20}
+    assert report["measures"] == ["warning"]
+    assert [(e["order_id"], e["points"], e["clause"]) for e in report["timeline"]] == [
+        ("o0", 4, "2.1.1 / 3.2.1(1)"),
+        ("o1", 8, "2.1.1 / 3.2.1(1)"),
+        ("o2", 8, "2.1.1 / 3.2.1(1)"),
+    ]
+    later = merchant_standing(sqlite_engine, policy, "m-1", T0 + 400 * DAY + timedelta(hours=1))
+    assert later["points"] == 0 and later["measures"] == []
