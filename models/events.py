@@ -56,8 +56,8 @@ class _Event(BaseModel):
     occurred_at: UtcTime
     order_id: Id
     schema_version: Literal[1, 2] = 2
-    """v2 adds logistics.tracked, merchant.refused_shipment and complaint.upheld; v1 events
-    are still accepted as they are."""
+    """v2 adds logistics.tracked, merchant.refused_shipment, complaint.upheld and
+    announcement.published; v1 events are still accepted as they are."""
 
 
 class Item(BaseModel):
@@ -146,6 +146,25 @@ class RefundCompleted(_Event):
     type: Literal["refund.completed"]
 
 
+class AnnouncementPublished(_Event):
+    """A platform announcement of a special period (2.1.3): orders created in the window ship
+    within `ship_within_hours` instead of the spot limit. It concerns every order, so its
+    `order_id` is "*" (or left out)."""
+
+    type: Literal["announcement.published"]
+    order_id: Literal["*"] = "*"
+    announcement_id: Id
+    applies_from: UtcTime
+    applies_until: UtcTime
+    ship_within_hours: Annotated[float, Field(gt=0, le=24 * 365)]
+
+    @model_validator(mode="after")
+    def _window_is_forward(self) -> AnnouncementPublished:
+        if self.applies_until <= self.applies_from:
+            raise ValueError("applies_until: must be after applies_from")
+        return self
+
+
 class LogisticsTracked(_Event):
     """A logistics trace update from the carrier (3.3): where the parcel is going and how."""
 
@@ -184,6 +203,7 @@ EVENT_MODELS: tuple[type[_Event], ...] = (
     LogisticsTracked,
     RefusedShipment,
     ComplaintUpheld,
+    AnnouncementPublished,
 )
 Event = Annotated[
     OrderCreated
@@ -197,7 +217,8 @@ Event = Annotated[
     | RefundCompleted
     | LogisticsTracked
     | RefusedShipment
-    | ComplaintUpheld,
+    | ComplaintUpheld
+    | AnnouncementPublished,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[str, ...] = tuple(

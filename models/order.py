@@ -135,6 +135,7 @@ def _stamp(event: ev.Event) -> dict[str, Any]:
 
 @singledispatch
 def _changes(event: Any, state: OrderState) -> dict[str, Any]:
+    """The facts an event adds to its order (an announcement concerns no single order)."""
     raise TypeError(f"no fold for {type(event).__name__}")
 
 

@@ -77,6 +77,20 @@ def _default_waybill_formats() -> dict[str, str]:
     return {"JD_LOGISTICS": r"^(JD|JDV[A-Z])[0-9A-Z]{4,20}$"}
 
 
+class Announcement(_Frozen):
+    """A special period (2.1.3): orders created in [applies_from, applies_until) ship within
+    `ship_within_hours` instead of the spot limit."""
+
+    announcement_id: str
+    published_at: AwareDatetime
+    applies_from: AwareDatetime
+    applies_until: AwareDatetime
+    ship_within_hours: float
+
+    def covers(self, created_at: datetime) -> bool:
+        return self.applies_from <= created_at < self.applies_until
+
+
 class Threshold(_Frozen):
     points: int = Field(gt=0)
     measure: str
@@ -134,9 +148,20 @@ class Policy(_Frozen):
         scale = self.points[category]
         return scale.serious if serious else scale.general
 
+    def spot_limit_for(self, created_at: datetime) -> timedelta:
+        """2.1.3: an announced special period's limit for orders created in it (the latest
+        announcement wins where they overlap); else 2.1.1's spot limit."""
+        covering = [a for a in self.announcements if a.covers(created_at)]
+        if not covering:
+            return self.limits.spot_collection
+        latest = max(covering, key=lambda a: (a.published_at, a.announcement_id))
+        return self.special_goods_limit(latest.ship_within_hours)
+
     def special_goods_limit(self, ship_within_hours: float) -> timedelta:
         return self.limits.special_goods_unit * ship_within_hours
 
+    announcements: tuple[Announcement, ...] = ()
+    """The special periods announced so far (state, not file data: the runtime adds them)."""
     earlier: tuple[Policy, ...] = ()
     """Versions this one replaced (4.2), newest first: conduct before this version's
     `effective_from` is judged by the version then in force (4.1)."""

@@ -107,10 +107,11 @@ def obligations(order: OrderState, policy: Policy) -> list[Obligation]:
 
 
 def collection_limit(created: Creation, policy: Policy) -> timedelta:
-    """2.1.1 / 2.1.2: spot goods 120 h; special goods by their detail page; the longest applies."""
+    """2.1.1 / 2.1.2 / 2.1.3: spot goods 120 h, or an announced special period's limit;
+    special goods by their detail page; the longest applies."""
     limits = []
     if created.has_spot_items:
-        limits.append(policy.limits.spot_collection)
+        limits.append(policy.spot_limit_for(created.at))
     if created.special_hours is not None:
         limits.append(policy.special_goods_limit(created.special_hours))
     return max(limits)

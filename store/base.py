@@ -12,6 +12,7 @@ from typing import Literal, Protocol, Self
 from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, Recorded
+from models.policy import Announcement
 from models.rules import Clocked
 
 DeadlineState = Literal["pending", "enqueued", "met", "fired"]
@@ -44,6 +45,11 @@ class Inbox(Protocol):
     def add(self, event: Event, digest: str, received_at: datetime) -> None: ...
 
 
+class Announcements(Protocol):
+    def add(self, announcement: Announcement) -> None: ...
+    def all(self) -> tuple[Announcement, ...]: ...
+
+
 class Orders(Protocol):
     def lock(self, order_id: str) -> OrderState:
         """The order's state, locked for this transaction (an empty state if it is new), so
@@ -51,6 +57,9 @@ class Orders(Protocol):
         ...
 
     def save(self, state: OrderState) -> None: ...
+    def created_between(self, since: datetime, until: datetime) -> list[str]:
+        """Ids of orders created in [since, until): an announcement's special period."""
+        ...
 
 
 class Outcomes(Protocol):
@@ -147,6 +156,8 @@ class UnitOfWork(Protocol):
     def ledger(self) -> Ledger: ...
     @property
     def alerts(self) -> Alerts: ...
+    @property
+    def announcements(self) -> Announcements: ...
     @property
     def dead_letters(self) -> DeadLetters: ...
 

@@ -22,6 +22,7 @@ from models.alerts import alert_body, alert_id
 from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, OutcomeKey, Recorded
+from models.policy import Announcement
 from models.rules import Clocked
 from store.base import DeadLetter, DeadlineState, DueDeadline, deadline_state
 
@@ -78,6 +79,25 @@ class MemoryOrders:
 
     def save(self, state: OrderState) -> None:
         self._journal.set(self.states, state.order_id, state)
+
+    def created_between(self, since: datetime, until: datetime) -> list[str]:
+        return sorted(
+            order_id
+            for order_id, state in self.states.items()
+            if state.created is not None and since <= state.created.at < until
+        )
+
+
+class MemoryAnnouncements:
+    def __init__(self, journal: _Journal) -> None:
+        self._journal = journal
+        self.by_id: dict[str, Announcement] = {}
+
+    def add(self, announcement: Announcement) -> None:
+        self._journal.set(self.by_id, announcement.announcement_id, announcement)
+
+    def all(self) -> tuple[Announcement, ...]:
+        return tuple(self.by_id.values())
 
 
 class MemoryOutcomes:
@@ -294,6 +314,7 @@ class MemoryUnitOfWork:
         self.deadlines = MemoryDeadlines(self._journal)
         self.ledger = MemoryLedger(self._journal)
         self.alerts = MemoryAlerts(self._journal)
+        self.announcements = MemoryAnnouncements(self._journal)
         self.dead_letters = MemoryDeadLetters(self._journal)
         self.commits = 0
 

@@ -21,10 +21,12 @@ from models.alerts import alert_body, alert_id
 from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, Recorded
+from models.policy import Announcement
 from models.rules import Clocked
 from store.base import DeadLetter, DueDeadline, deadline_state
 from store.tables import (
     AlertRow,
+    AnnouncementRow,
     DeadLetterRow,
     DeadlineRow,
     InboxRow,
@@ -114,6 +116,35 @@ class SqlOrders:
         row.merchant_id = state.merchant_id
         row.created_at = state.created.at if state.created else None
         row.state = state.model_dump(mode="json")
+
+    def created_between(self, since: datetime, until: datetime) -> list[str]:
+        query = (
+            select(OrderRow.order_id)
+            .where(OrderRow.created_at >= since, OrderRow.created_at < until)
+            .order_by(OrderRow.order_id)
+        )
+        return list(self.session.scalars(query))
+
+
+class SqlAnnouncements:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, announcement: Announcement) -> None:
+        self.session.merge(AnnouncementRow(**announcement.model_dump()))
+
+    def all(self) -> tuple[Announcement, ...]:
+        rows = self.session.scalars(select(AnnouncementRow).order_by(AnnouncementRow.published_at))
+        return tuple(
+            Announcement(
+                announcement_id=row.announcement_id,
+                published_at=row.published_at,
+                applies_from=row.applies_from,
+                applies_until=row.applies_until,
+                ship_within_hours=row.ship_within_hours,
+            )
+            for row in rows
+        )
 
 
 class SqlOutcomes:
@@ -413,6 +444,7 @@ class SqlUnitOfWork:
     deadlines: SqlDeadlines
     ledger: SqlLedger
     alerts: SqlAlerts
+    announcements: SqlAnnouncements
     dead_letters: SqlDeadLetters
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
@@ -426,6 +458,7 @@ class SqlUnitOfWork:
         self.deadlines = SqlDeadlines(self.session)
         self.ledger = SqlLedger(self.session)
         self.alerts = SqlAlerts(self.session)
+        self.announcements = SqlAnnouncements(self.session)
         self.dead_letters = SqlDeadLetters(self.session)
         return self
 

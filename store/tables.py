@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -71,7 +72,7 @@ class OrderRow(Base):
 
     order_id: Mapped[str] = mapped_column(Name, primary_key=True)
     merchant_id: Mapped[str | None] = mapped_column(Name, index=True)
-    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     state: Mapped[dict[str, Any]] = mapped_column(Json)
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime, server_default=func.now(), onupdate=func.now()
@@ -251,3 +252,15 @@ class AlertRow(Base):
     last_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(String(512))
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AnnouncementRow(Base):
+    """Special periods the platform announced (2.1.3); the latest version of each id."""
+
+    __tablename__ = "announcements"
+
+    announcement_id: Mapped[str] = mapped_column(Name, primary_key=True)
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    applies_from: Mapped[datetime] = mapped_column(UtcDateTime)
+    applies_until: Mapped[datetime] = mapped_column(UtcDateTime)
+    ship_within_hours: Mapped[float] = mapped_column(Float)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from models.outcomes import Outcome
 from models.policy import Policy
 from store.tables import Base, InboxRow, LedgerRow, OutcomeRow, RetractionRow
-from tests.builders import DAY, T0, H, collected, created, stockout
+from tests.builders import DAY, T0, H, collected, created, event, stockout
 from tests.conftest import run, sql_uow, without_warnings
 from worker.replay import replay_lines
 from worker.services import record_event
@@ -109,7 +109,29 @@ def migrations_match_the_models(engine: Engine, policy: Policy) -> None:
     assert differences == []
 
 
+def special_periods_reschedule_stored_orders(engine: Engine, policy: Policy) -> None:
+    """2.1.3 through the SQL store: the announcement finds open orders by creation time."""
+    policy = without_warnings(policy)
+    announcement = event(
+        "announcement.published",
+        "*",
+        T0 + 130 * H,
+        announcement_id="double-11",
+        applies_from=(T0 - DAY).isoformat(),
+        applies_until=(T0 + DAY).isoformat(),
+        ship_within_hours=200,
+    )
+    events = [created("o1"), created("o9", at=T0 + 130 * H), announcement]
+    in_sql = run(events, policy, until=T0 + 20 * DAY, uow=sql_uow(engine))
+    assert in_sql == run(events, policy, until=T0 + 20 * DAY)
+    assert [(o["order_id"], o["kind"]) for o in in_sql][:2] == [
+        ("o1", "violation"),
+        ("o1", "retraction"),
+    ]
+
+
 CHECKS = [
+    special_periods_reschedule_stored_orders,
     migrations_match_the_models,
     same_outcomes_as_memory,
     late_evidence_is_kept_not_deleted,

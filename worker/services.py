@@ -13,7 +13,7 @@ from typing import Literal
 
 import structlog
 
-from models.events import ContractError, Event, body_digest
+from models.events import AnnouncementPublished, ContractError, Event, body_digest
 from models.order import OrderState, apply
 from models.outcomes import (
     LedgerEntry,
@@ -25,7 +25,7 @@ from models.outcomes import (
     plan_reconciliation,
     repeat_window,
 )
-from models.policy import Policy
+from models.policy import Announcement, Policy
 from models.rules import Obligation, Warning, obligations, warnings
 from store.base import DueDeadline, UnitOfWork
 
@@ -41,17 +41,49 @@ class DuplicateEventId(ContractError):
 
 def record_event(event: Event, uow: UnitOfWork, now: datetime, policy: Policy) -> list[Outcome]:
     """Store the event's facts and re-judge its order. A repeated delivery changes nothing."""
+    if isinstance(event, AnnouncementPublished):
+        return publish_announcement(event, uow, now, policy)
     state = uow.orders.lock(event.order_id)  # first: a concurrent duplicate waits here
-    digest = body_digest(event)
-    seen = uow.inbox.digest_of(event.event_id)
-    if seen == digest:
+    if not _first_delivery(event, uow, now):
         return []
-    if seen is not None:
-        raise DuplicateEventId(event.event_id)
-    uow.inbox.add(event, digest, received_at=now)
     state = apply(state, event)
     uow.orders.save(state)
     return reconcile_order(state, uow, now, policy)
+
+
+def publish_announcement(
+    event: AnnouncementPublished, uow: UnitOfWork, now: datetime, policy: Policy
+) -> list[Outcome]:
+    """2.1.3: a special period changes the limit of every order created in it, open ones
+    included — re-judge each now: deadlines and warnings move, a passed deadline now extended
+    withdraws its violation."""
+    if not _first_delivery(event, uow, now):
+        return []
+    uow.announcements.add(
+        Announcement(
+            announcement_id=event.announcement_id,
+            published_at=event.occurred_at,
+            applies_from=event.applies_from,
+            applies_until=event.applies_until,
+            ship_within_hours=event.ship_within_hours,
+        )
+    )
+    made: list[Outcome] = []
+    for order_id in uow.orders.created_between(event.applies_from, event.applies_until):
+        made += reconcile_order(uow.orders.lock(order_id), uow, now, policy)
+    return made
+
+
+def _first_delivery(event: Event, uow: UnitOfWork, now: datetime) -> bool:
+    """Record the event in the inbox; False for a harmless repeat, an error for a reused id."""
+    digest = body_digest(event)
+    seen = uow.inbox.digest_of(event.event_id)
+    if seen == digest:
+        return False
+    if seen is not None:
+        raise DuplicateEventId(event.event_id)
+    uow.inbox.add(event, digest, received_at=now)
+    return True
 
 
 def fire_deadline(
@@ -69,6 +101,7 @@ def reconcile_order(
 ) -> list[Outcome]:
     """Make the record match the facts as of `now`: raise breaches, withdraw disproved ones."""
     policy = policy.version_for(state.created.at if state.created else None)
+    policy = policy.model_copy(update={"announcements": uow.announcements.all()})
     current = obligations(state, policy)
     ahead = warnings(current, policy)
     plan = plan_reconciliation(current, now, uow.outcomes.for_order(state.order_id), ahead)

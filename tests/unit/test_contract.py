@@ -114,5 +114,6 @@ def test_the_published_schema_covers_every_event_type() -> None:
         "logistics.tracked",
         "merchant.refused_shipment",
         "complaint.upheld",
+        "announcement.published",
     }
     assert schema["$defs"]["OrderCreated"]["additionalProperties"] is False
