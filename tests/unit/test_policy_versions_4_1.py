@@ -97,3 +97,22 @@ def test_replay_compare_prints_what_a_rule_change_would_change(tmp_path: Path) -
     breaches = [c for c in changes if c.get("kind") == "violation"]
     assert [(c["change"], c["points"]) for c in breaches] == [("removed", 4), ("added", 6)]
     assert changes[-1] == {"change": "points", "merchant_id": "m-1", "old": 4, "new": 6, "delta": 2}
+
+
+def test_4_2_a_new_policy_file_takes_effect_without_a_restart(tmp_path: Path) -> None:
+    import os
+
+    from worker.bootstrap import PolicyFiles
+
+    current = tmp_path / "policy.toml"
+    current.write_text(DEFAULT_POLICY.read_text())
+    files = PolicyFiles([current], check_every=0)
+    assert files.current().limits.spot_collection == timedelta(hours=120)
+    # When the file is replaced by a new version
+    current.write_text(DEFAULT_POLICY.read_text().replace('"120h"', '"96h"'))
+    os.utime(current, ns=(1, 2))  # a clearly different modification time
+    assert files.current().limits.spot_collection == timedelta(hours=96)
+    # And a broken file keeps the version in force
+    current.write_text("this is not toml = [")
+    os.utime(current, ns=(3, 4))
+    assert files.current().limits.spot_collection == timedelta(hours=96)
