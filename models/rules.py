@@ -268,7 +268,8 @@ def false_delivery(order: OrderState, created: Creation, policy: Policy) -> list
         _trace_to_another_address(order, created),
         _trace_by_another_carrier(order),
     ]
-    return [case for case in cases if case is not None]
+    # each case is its own clock (subject "3.3(n)"); the category cap keeps one violation
+    return [replace(case, subject=case.clause) for case in cases if case is not None]
 
 
 def _no_trace_after_shipping(order: OrderState, policy: Policy) -> Obligation | None:
@@ -347,7 +348,11 @@ def _complaints(order: OrderState) -> list[Obligation]:
             continue
         evidence = f"{complaint.category} complaint upheld ({complaint.severity})"
         found.append(
-            replace(_at_once(SHORTAGE, complaint, evidence=evidence), severity=complaint.severity)
+            replace(
+                _at_once(SHORTAGE, complaint, evidence=evidence),
+                severity=complaint.severity,
+                subject=complaint.event_id,  # one clock per complaint; one violation per order
+            )
         )
     return found
 

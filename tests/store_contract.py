@@ -130,7 +130,29 @@ def special_periods_reschedule_stored_orders(engine: Engine, policy: Policy) -> 
     ]
 
 
+def several_cases_of_one_rule_keep_their_own_clocks(engine: Engine, policy: Policy) -> None:
+    """Two 3.3 cases and two shortage complaints on one order: one clock each in the deadline
+    table (no duplicate slot), one violation per category standing."""
+    policy = without_warnings(policy).model_copy(update={"trace_checks": True})
+    wrong = {"waybill_no": "12345", "carrier": "JD_LOGISTICS"}
+    trace = {**wrong, "status": "in_transit", "destination_postcode": "518000"}
+    events = [
+        created("o1"),
+        event("order.shipped", "o1", T0 + H, **wrong),
+        event("logistics.tracked", "o1", T0 + 3 * H, **trace),
+        event("complaint.upheld", "o1", T0 + 5 * H, category="shortage", severity="slight"),
+        event("complaint.upheld", "o1", T0 + 6 * H, category="wrong_item", severity="serious"),
+    ]
+    in_sql = run(events, policy, until=T0 + 2 * H + 5 * H, uow=sql_uow(engine))
+    assert in_sql == run(events, policy, until=T0 + 7 * H)
+    assert [(o["rule"], o["clause"]) for o in in_sql] == [
+        ("false_delivery", "3.3(3)"),
+        ("shortage", "3.1"),
+    ]
+
+
 CHECKS = [
+    several_cases_of_one_rule_keep_their_own_clocks,
     special_periods_reschedule_stored_orders,
     migrations_match_the_models,
     same_outcomes_as_memory,
