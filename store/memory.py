@@ -192,6 +192,7 @@ class MemoryDeadlines:
         self._journal = journal
         self.rows: dict[DeadlineKey, tuple[datetime, DeadlineState]] = {}
         self.enqueued_at: dict[DeadlineKey, datetime] = {}
+        self._order_keys: dict[str, set[DeadlineKey]] = defaultdict(set)
         self._heap: list[tuple[datetime, DeadlineKey]] = []
 
     def sync(self, order_id: str, current: Sequence[Clocked], now: datetime) -> None:
@@ -201,8 +202,21 @@ class MemoryDeadlines:
             if self.rows.get(key) == row:
                 continue
             self._journal.set(self.rows, key, row)
+            self._order_keys[order_id].add(key)  # an index only: a stale key is harmless
             if row[1] == "pending":
                 heapq.heappush(self._heap, (clock.due_at, key))
+        self._close_vanished(order_id, {(order_id, *clock.slot) for clock in current})
+
+    def _close_vanished(self, order_id: str, wanted: set[DeadlineKey]) -> None:
+        """A clock whose obligation no longer applies (late evidence removed it) is closed."""
+        for key, (due_at, state) in list(self.by_order_rows(order_id)):
+            if key not in wanted and state in ("pending", "enqueued"):
+                self._journal.set(self.rows, key, (due_at, "met"))
+
+    def by_order_rows(
+        self, order_id: str
+    ) -> list[tuple[DeadlineKey, tuple[datetime, DeadlineState]]]:
+        return [(key, row) for key, row in self.rows.items() if key[0] == order_id]
 
     def is_due(self, deadline: DueDeadline) -> bool:
         key = (deadline.order_id, deadline.rule, deadline.subject)

@@ -269,6 +269,10 @@ class SqlDeadlines:
             row.due_at = clock.due_at
             row.state = state
             row.updated_at = now
+        wanted = {clock.slot for clock in current}
+        for slot, row in existing.items():
+            if slot not in wanted and row.state in OPEN_STATES:
+                row.state, row.updated_at = "met", now  # its obligation no longer applies
 
     def is_due(self, deadline: DueDeadline) -> bool:
         found = self.session.scalar(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
+from typing import Any
 
 from models.clock import VirtualClock
 from models.policy import Policy
@@ -126,3 +127,26 @@ def test_an_overdue_deadline_just_sent_is_not_sent_again_before_the_grace(policy
     assert len(sent) == 1
     dispatch_once(uow, due + H + timedelta(minutes=6), TIMERS, lambda g, _eta: sent.append(g))
     assert len(sent) == 2
+
+
+def test_a_clock_whose_obligation_vanished_is_closed_not_left_due(
+    policy: Policy, sqlite_engine: Any
+) -> None:
+    """Late evidence that the order was collected when the cancellation was requested: 2.3.2
+    starts no clock after all, so its row (and warning) must close instead of staying due for
+    ever (found by the fault suite's state machine)."""
+    from tests.builders import cancel_requested
+    from tests.conftest import sql_uow
+
+    events = [
+        (created("o0", T0), T0),
+        (cancel_requested("o0", T0 + H), T0 + H),
+        (collected("o0", T0 + H), T0 + 6 * H),
+    ]
+    for uow in (MemoryUnitOfWork(), sql_uow(sqlite_engine)):
+        for event, now in events:
+            with uow:
+                record_event(event, uow, now, policy)
+                uow.commit()
+        with uow:
+            assert uow.deadlines.due(T0 + 60 * H, 10) == []
