@@ -81,6 +81,7 @@ def run_stream(
     return env, Producer(settings, stream), policy_file
 
 
+@pytest.mark.wip
 @pytest.mark.xfail(
     strict=False,
     reason="UNDIAGNOSED (issue 6 left open): the standing outcomes differed from replay in the "
@@ -108,6 +109,7 @@ def test_worker_and_ingest_killed_at_random_moments_lose_nothing(
     check_after_drain(pg, producer, policy_file)
 
 
+@pytest.mark.wip
 @pytest.mark.xfail(
     strict=False,
     reason="UNDIAGNOSED (issue 6 left open): the standing outcomes differed from replay in the "
@@ -134,6 +136,7 @@ def test_a_dispatcher_killed_mid_claim_while_a_replica_races_it(
     check_after_drain(pg, producer, policy_file)
 
 
+@pytest.mark.wip
 @pytest.mark.xfail(
     strict=False,
     reason="kombu 5.7 / celery 5.7: after `kill -9` of Redis the `slatimer worker` process often "
@@ -191,6 +194,7 @@ def test_postgres_crashed_and_restarted_during_processing(
     check_after_drain(pg, producer, policy_file)
 
 
+@pytest.mark.wip
 @pytest.mark.xfail(
     strict=False,
     reason="a connection reset or stall between `slatimer ingest` and Redis can lose a message "
@@ -225,6 +229,7 @@ def test_a_network_cut_between_the_processes_and_the_broker(
     check_after_drain(pg, producer, policy_file)
 
 
+@pytest.mark.wip
 @pytest.mark.xfail(
     strict=False,
     reason="UNDIAGNOSED (issue 6 left open): the standing outcomes differed from replay in the "

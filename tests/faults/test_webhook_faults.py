@@ -76,6 +76,7 @@ def alerts(engine: Engine) -> list[AlertRow]:
         return list(connection.execute(select(AlertRow.__table__).order_by(AlertRow.id)))
 
 
+@pytest.mark.wip
 @pytest.mark.xfail(
     strict=False,
     reason="UNFINISHED: in the full run fewer than 30 alerts reached the outbox in 30 s "
