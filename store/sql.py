@@ -205,12 +205,7 @@ class SqlOutcomes:
         self, merchant_id: str, category: str, since: datetime, until: datetime
     ) -> bool:
         query = select(OutcomeRow.id).where(
-            OutcomeRow.merchant_id == merchant_id,
-            OutcomeRow.category == category,
-            OutcomeRow.kind == "violation",
-            OutcomeRow.retracted.is_(False),
-            OutcomeRow.at >= since,
-            OutcomeRow.at < until,
+            *_standing_violations(merchant_id, category, since, until)
         )
         return bool(self.session.scalar(select(exists(query))))
 
@@ -221,17 +216,26 @@ class SqlOutcomes:
         return int(self.session.scalar(query) or 0)
 
 
-def _points_query(
-    merchant_id: str, category: str, severity: str, since: datetime, until: datetime
-) -> Any:
-    return select(func.coalesce(func.sum(OutcomeRow.points), 0)).where(
+def _standing_violations(
+    merchant_id: str, category: str, since: datetime, until: datetime
+) -> tuple[Any, ...]:
+    """The merchant's standing violations of `category` with since <= at < until."""
+    return (
         OutcomeRow.merchant_id == merchant_id,
         OutcomeRow.category == category,
-        OutcomeRow.severity == severity,
         OutcomeRow.kind == "violation",
         OutcomeRow.retracted.is_(False),
         OutcomeRow.at >= since,
         OutcomeRow.at < until,
+    )
+
+
+def _points_query(
+    merchant_id: str, category: str, severity: str, since: datetime, until: datetime
+) -> Any:
+    return select(func.coalesce(func.sum(OutcomeRow.points), 0)).where(
+        *_standing_violations(merchant_id, category, since, until),
+        OutcomeRow.severity == severity,
     )
 
 

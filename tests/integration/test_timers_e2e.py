@@ -191,6 +191,14 @@ def no_warnings_policy(directory: Path) -> Path:
     return path
 
 
+def mechanics_env(engine: Engine, broker: str, directory: Path, **extra: str) -> dict[str, str]:
+    """The environment of the timer-machinery tests: no warnings, to count deadlines alone."""
+    policy = str(no_warnings_policy(directory))
+    return runtime_env(
+        engine.url.render_as_string(False), broker, SLATIMER_POLICY_FILE=policy, **extra
+    )
+
+
 def many_orders_due_soon(engine: Engine, count: int, due_in: timedelta) -> datetime:
     """`count` orders whose 120 h collection deadline falls `due_in` from now."""
     t0 = datetime.now(UTC) + due_in - 120 * HOUR
@@ -212,11 +220,7 @@ def test_a_worker_killed_with_sigkill_mid_flight_loses_no_deadline_and_fires_non
     pg_engine: Engine, broker_url: str, tmp_path: Path
 ) -> None:
     # Given 150 deadlines falling due over 1.5 s, four seconds from now, handed to a worker
-    env = runtime_env(
-        pg_engine.url.render_as_string(False),
-        broker_url,
-        SLATIMER_POLICY_FILE=str(no_warnings_policy(tmp_path)),
-    )
+    env = mechanics_env(pg_engine, broker_url, tmp_path)
     last_due = many_orders_due_soon(pg_engine, 150, timedelta(seconds=4))
     with processes(env, tmp_path) as children:
         children.start("worker")
@@ -257,10 +261,10 @@ def test_two_dispatcher_replicas_never_send_a_deadline_twice(
     pg_engine: Engine, broker_url: str, tmp_path: Path
 ) -> None:
     # Given 400 deadlines due within the horizon, and no worker to take the tasks
-    env = runtime_env(
-        pg_engine.url.render_as_string(False),
+    env = mechanics_env(
+        pg_engine,
         broker_url,
-        SLATIMER_POLICY_FILE=str(no_warnings_policy(tmp_path)),
+        tmp_path,
         SLATIMER_REDISPATCH_GRACE="600",
         SLATIMER_DISPATCH_BATCH="20",
     )
@@ -288,11 +292,7 @@ def test_after_an_outage_every_overdue_deadline_fires_once_with_its_original_tim
     # Given 50 deadlines that fell due while no worker or dispatcher was running
     last_due = many_orders_due_soon(pg_engine, 50, -timedelta(seconds=30))
     assert violation_count(pg_engine) == 0 and open_deadlines_due_by(pg_engine, last_due) == 50
-    env = runtime_env(
-        pg_engine.url.render_as_string(False),
-        broker_url,
-        SLATIMER_POLICY_FILE=str(no_warnings_policy(tmp_path)),
-    )
+    env = mechanics_env(pg_engine, broker_url, tmp_path)
     # When the runtime starts again
     with processes(env, tmp_path) as children:
         children.start("worker")
