@@ -1,4 +1,4 @@
-"""Event contract v1: the JSON messages producers publish, one object per message.
+"""Event contract v3: the JSON messages producers publish, one object per message.
 
 Every event is a frozen pydantic model. Parsing is strict (no string-to-number coercion, no
 naive timestamps, no unknown fields) because a silently misread field moves a deadline.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import orjson
 from pydantic import (
@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-CONTRACT_VERSION = 2
+CONTRACT_VERSION = 3
 MAX_EVENT_BYTES = 64 * 1024
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -55,9 +55,11 @@ class _Event(BaseModel):
     event_id: Id
     occurred_at: UtcTime
     order_id: Id
-    schema_version: Literal[1, 2] = 2
+    schema_version: Literal[1, 2, 3] = 2
     """v2 adds logistics.tracked, merchant.refused_shipment, complaint.upheld and
-    announcement.published; v1 events are still accepted as they are."""
+    announcement.published; v3 the working-time events (IPR, customer service, delivery,
+    returns, closures). Earlier events are accepted as they are. The default stays 2 so the
+    digest of an event stored before v3 does not change when it is redelivered."""
 
 
 class Item(BaseModel):
@@ -190,6 +192,96 @@ class ComplaintUpheld(_Event):
     severity: Literal["slight", "serious"]
 
 
+class _CaseEvent(_Event):
+    """An event about a case that is not an order (an IPR complaint, a customer-service
+    inquiry). The case is its own stream: `order_id` is "<prefix>:<case id>" (`parse_event`
+    fills it in when left out), so the store keys, orders and replays it like an order."""
+
+    stream_prefix: ClassVar[str]
+    case_field: ClassVar[str]
+
+    @model_validator(mode="after")
+    def _stream_key_matches(self) -> _CaseEvent:
+        expected = f"{self.stream_prefix}:{getattr(self, self.case_field)}"
+        if self.order_id != expected:
+            raise ValueError(f"order_id: must be {expected!r} (or left out)")
+        return self
+
+
+class _IprEvent(_CaseEvent):
+    stream_prefix = "ipr"
+    case_field = "complaint_id"
+    complaint_id: Id
+
+
+class IprComplaintFiled(_IprEvent):
+    """The platform received an IPR complaint against a merchant (the respondent): the 2
+    working days to respond and the 10 working days of the platform's review start."""
+
+    type: Literal["ipr.complaint_filed"]
+    merchant_id: Id
+
+
+class IprResponseFiled(_IprEvent):
+    """The respondent filed its response, with all supporting materials."""
+
+    type: Literal["ipr.response_filed"]
+
+
+class IprComplaintDecided(_IprEvent):
+    """The platform examined the complaint (or the complainant withdrew it)."""
+
+    type: Literal["ipr.complaint_decided"]
+    decision: Literal["upheld", "rejected", "withdrawn"]
+
+
+class _InquiryEvent(_CaseEvent):
+    stream_prefix = "cs"
+    case_field = "inquiry_id"
+    inquiry_id: Id
+
+
+class InquiryReceived(_InquiryEvent):
+    """A consumer's email reached customer service: 24 h to answer, in its working hours."""
+
+    type: Literal["cs.inquiry_received"]
+
+
+class InquiryAnswered(_InquiryEvent):
+    type: Literal["cs.inquiry_answered"]
+
+
+class OrderDelivered(_Event):
+    """The consumer received the parcel: the 30-day returns window starts."""
+
+    type: Literal["order.delivered"]
+
+
+class ReturnRequested(_Event):
+    type: Literal["return.requested"]
+    return_id: Id
+
+
+class ClosureDeclared(_Event):
+    """A platform-declared closure (a typhoon signal, an office closure): working-time clocks
+    on the named calendars (all when none are named) pause for it; open ones are re-judged.
+    It concerns every case, so its `order_id` is "*" (or left out)."""
+
+    type: Literal["calendar.closure_declared"]
+    order_id: Literal["*"] = "*"
+    closure_id: Id
+    starts_at: UtcTime
+    ends_at: UtcTime
+    calendars: Annotated[list[Id], Field(max_length=50)] = Field(default_factory=list)
+    reason: Annotated[str, Field(max_length=256)] = ""
+
+    @model_validator(mode="after")
+    def _window_is_forward(self) -> ClosureDeclared:
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at: must be after starts_at")
+        return self
+
+
 EVENT_MODELS: tuple[type[_Event], ...] = (
     OrderCreated,
     OrderShipped,
@@ -204,6 +296,14 @@ EVENT_MODELS: tuple[type[_Event], ...] = (
     RefusedShipment,
     ComplaintUpheld,
     AnnouncementPublished,
+    IprComplaintFiled,
+    IprResponseFiled,
+    IprComplaintDecided,
+    InquiryReceived,
+    InquiryAnswered,
+    OrderDelivered,
+    ReturnRequested,
+    ClosureDeclared,
 )
 Event = Annotated[
     OrderCreated
@@ -218,13 +318,26 @@ Event = Annotated[
     | LogisticsTracked
     | RefusedShipment
     | ComplaintUpheld
-    | AnnouncementPublished,
+    | AnnouncementPublished
+    | IprComplaintFiled
+    | IprResponseFiled
+    | IprComplaintDecided
+    | InquiryReceived
+    | InquiryAnswered
+    | OrderDelivered
+    | ReturnRequested
+    | ClosureDeclared,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[str, ...] = tuple(
     get_args(model.model_fields["type"].annotation)[0] for model in EVENT_MODELS
 )
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+_CASE_STREAMS: dict[str, tuple[str, str]] = {
+    get_args(model.model_fields["type"].annotation)[0]: (model.stream_prefix, model.case_field)
+    for model in EVENT_MODELS
+    if issubclass(model, _CaseEvent)
+}
 
 
 def parse_event(raw: bytes | str) -> Event:
@@ -249,10 +362,21 @@ def parse_document(document: Any) -> Event:
         raise ContractError("type", "missing")
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise ContractError("type", f"unknown event type {kind!r}")
+    document = _with_stream_key(kind, document)
     try:
         return _ADAPTER.validate_json(orjson.dumps(document), strict=True)
     except ValidationError as exc:
         raise _first_error(exc) from None
+
+
+def _with_stream_key(kind: str, document: dict[str, Any]) -> dict[str, Any]:
+    """A case event (IPR, customer service) may leave out `order_id`: its case id gives it."""
+    if kind not in _CASE_STREAMS or "order_id" in document:
+        return document
+    prefix, field = _CASE_STREAMS[kind]
+    case_id = document.get(field)
+    # a missing or mistyped case id is reported under its own name, not as a missing order_id
+    return {**document, "order_id": f"{prefix}:{case_id if isinstance(case_id, str) else ''}"}
 
 
 def _first_error(exc: ValidationError) -> ContractError:
@@ -278,7 +402,7 @@ def body_digest(event: Event) -> str:
 
 
 def contract_schema() -> dict[str, Any]:
-    """The JSON Schema of contract v1, as published by `slatimer schema`."""
+    """The JSON Schema of the contract, as published by `slatimer schema`."""
     schema = _ADAPTER.json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://slatimer.example/schema/event-v{CONTRACT_VERSION}.json"

@@ -74,6 +74,23 @@ class Complaint(Fact):
     severity: Literal["slight", "serious"]
 
 
+class IprFiling(Fact):
+    complaint_id: str
+    merchant_id: str
+
+
+class IprDecision(Fact):
+    decision: Literal["upheld", "rejected", "withdrawn"]
+
+
+class Inquiry(Fact):
+    inquiry_id: str
+
+
+class ReturnRequest(Fact):
+    return_id: str
+
+
 F = TypeVar("F", bound=Fact)
 
 
@@ -106,10 +123,30 @@ class OrderState(BaseModel):
     traces: tuple[Trace, ...] = ()
     refused: Refusal | None = None
     complaints: tuple[Complaint, ...] = ()
+    delivered: Mark | None = None
+    returns: tuple[ReturnRequest, ...] = ()
+    # an IPR complaint's stream ("ipr:<complaint id>")
+    ipr_filed: IprFiling | None = None
+    ipr_response: Mark | None = None
+    ipr_decided: IprDecision | None = None
+    # a customer-service inquiry's stream ("cs:<inquiry id>")
+    inquiry: Inquiry | None = None
+    inquiry_answered: Mark | None = None
 
     @property
     def merchant_id(self) -> str | None:
-        return self.created.merchant_id if self.created else None
+        """The merchant answerable for the stream: the order's, or an IPR complaint's
+        respondent; none for a customer-service inquiry (the platform answers those)."""
+        if self.created:
+            return self.created.merchant_id
+        return self.ipr_filed.merchant_id if self.ipr_filed else None
+
+    @property
+    def opened_at(self) -> datetime | None:
+        """When the stream began (order created, complaint filed, inquiry received): the rules
+        in force then judge it (4.1)."""
+        start = self.created or self.ipr_filed or self.inquiry
+        return start.at if start else None
 
     def review_of(self, cancellation_id: str) -> Review | None:
         """The first review of a cancellation request; later ones do not change the decision."""
@@ -219,3 +256,44 @@ def _(event: ev.RefusedShipment, state: OrderState) -> dict[str, Any]:
 def _(event: ev.ComplaintUpheld, state: OrderState) -> dict[str, Any]:
     complaint = Complaint(**_stamp(event), category=event.category, severity=event.severity)
     return {"complaints": _merged(state.complaints, complaint)}
+
+
+@_changes.register
+def _(event: ev.OrderDelivered, state: OrderState) -> dict[str, Any]:
+    return {"delivered": earliest(state.delivered, Mark(**_stamp(event)))}
+
+
+@_changes.register
+def _(event: ev.ReturnRequested, state: OrderState) -> dict[str, Any]:
+    request = ReturnRequest(**_stamp(event), return_id=event.return_id)
+    return {"returns": _merged(state.returns, request)}
+
+
+@_changes.register
+def _(event: ev.IprComplaintFiled, state: OrderState) -> dict[str, Any]:
+    filing = IprFiling(
+        **_stamp(event), complaint_id=event.complaint_id, merchant_id=event.merchant_id
+    )
+    return {"ipr_filed": earliest(state.ipr_filed, filing)}
+
+
+@_changes.register
+def _(event: ev.IprResponseFiled, state: OrderState) -> dict[str, Any]:
+    return {"ipr_response": earliest(state.ipr_response, Mark(**_stamp(event)))}
+
+
+@_changes.register
+def _(event: ev.IprComplaintDecided, state: OrderState) -> dict[str, Any]:
+    decision = IprDecision(**_stamp(event), decision=event.decision)
+    return {"ipr_decided": earliest(state.ipr_decided, decision)}
+
+
+@_changes.register
+def _(event: ev.InquiryReceived, state: OrderState) -> dict[str, Any]:
+    inquiry = Inquiry(**_stamp(event), inquiry_id=event.inquiry_id)
+    return {"inquiry": earliest(state.inquiry, inquiry)}
+
+
+@_changes.register
+def _(event: ev.InquiryAnswered, state: OrderState) -> dict[str, Any]:
+    return {"inquiry_answered": earliest(state.inquiry_answered, Mark(**_stamp(event)))}

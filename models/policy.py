@@ -10,7 +10,26 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from models.calendars import (
+    BusinessHours,
+    Calendar,
+    Closure,
+    Elapsed,
+    Timed,
+    Window,
+    WorkingDays,
+    due_after,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -60,6 +79,7 @@ def _default_warning_leads() -> dict[str, tuple[timedelta, ...]]:
         "collection_overdue": (timedelta(hours=24), timedelta(hours=6)),
         "cancellation_review_overdue": (timedelta(hours=4),),
         "stockout_contact_overdue": (timedelta(hours=12),),
+        "ipr_response_overdue": (timedelta(hours=24),),
     }
 
 
@@ -89,6 +109,34 @@ class Announcement(_Frozen):
 
     def covers(self, created_at: datetime) -> bool:
         return self.applies_from <= created_at < self.applies_until
+
+
+class ClockSpec(_Frozen):
+    """How long a working-time clock runs, on which calendar of the policy's `calendars`."""
+
+    calendar: str = "elapsed"
+    length: Duration
+    """Working time on the calendar: '2d' is two working days on a `working_days` calendar,
+    '24h' twenty-four open hours on a `business_hours` one."""
+
+
+def _default_calendars() -> dict[str, Elapsed | WorkingDays | BusinessHours]:
+    return {
+        "elapsed": Elapsed(),
+        "hk_working_days": WorkingDays(timezone="Asia/Hong_Kong", region="HK"),
+        "cs_hours": BusinessHours(
+            timezone="America/New_York", windows=(Window(opens="sun 21:00", closes="fri 06:00"),)
+        ),
+    }
+
+
+def _default_clocks() -> dict[str, ClockSpec]:
+    return {
+        "ipr_response_overdue": ClockSpec(calendar="hk_working_days", length=timedelta(days=2)),
+        "ipr_review_overdue": ClockSpec(calendar="hk_working_days", length=timedelta(days=10)),
+        "cs_reply_overdue": ClockSpec(calendar="cs_hours", length=timedelta(hours=24)),
+        "return_window_closed": ClockSpec(calendar="elapsed", length=timedelta(days=30)),
+    }
 
 
 class Threshold(_Frozen):
@@ -133,6 +181,45 @@ class Policy(_Frozen):
     warning_leads: dict[str, tuple[Duration, ...]] = Field(default_factory=_default_warning_leads)
     """Pre-breach warnings: how long before each rule's deadline the merchant is warned."""
 
+    calendars: dict[str, Calendar] = Field(default_factory=_default_calendars)
+    """Named calendars for working-time clocks (merged over the defaults: `elapsed`,
+    `hk_working_days`, `cs_hours`)."""
+    clocks: dict[str, ClockSpec] = Field(default_factory=_default_clocks)
+    """Working-time clocks by rule id (IPR, customer service, returns), merged over the
+    defaults."""
+
+    @field_validator("calendars", mode="before")
+    @classmethod
+    def _calendars_over_defaults(cls, given: Any) -> Any:
+        if isinstance(given, dict):
+            return {**_default_calendars(), **given}
+        return given
+
+    @field_validator("clocks", mode="before")
+    @classmethod
+    def _clocks_over_defaults(cls, given: Any) -> Any:
+        if isinstance(given, dict):
+            return {**_default_clocks(), **given}
+        return given
+
+    @model_validator(mode="after")
+    def _clocks_name_known_calendars(self) -> Policy:
+        for rule, spec in self.clocks.items():
+            calendar = self.calendars.get(spec.calendar)
+            if calendar is None:
+                raise ValueError(f"clocks.{rule}.calendar: no calendar named {spec.calendar!r}")
+            if isinstance(calendar, WorkingDays) and spec.length % timedelta(days=1):
+                raise ValueError(
+                    f"clocks.{rule}.length: working days come whole, not {spec.length}"
+                )
+        return self
+
+    def deadline(self, rule: str, start: datetime) -> Timed:
+        """When the working-time clock `rule` started at `start` is due, closures included."""
+        spec = self.clocks[rule]
+        calendar = self.calendars[spec.calendar]
+        return due_after(start, spec.length, spec.calendar, calendar, self.closures)
+
     @field_validator("points", mode="before")
     @classmethod
     def _over_the_defaults(cls, given: Any) -> Any:
@@ -162,6 +249,8 @@ class Policy(_Frozen):
 
     announcements: tuple[Announcement, ...] = ()
     """The special periods announced so far (state, not file data: the runtime adds them)."""
+    closures: tuple[Closure, ...] = ()
+    """Platform-declared closures that pause working-time clocks (state, like announcements)."""
     earlier: tuple[Policy, ...] = ()
     """Versions this one replaced (4.2), newest first: conduct before this version's
     `effective_from` is judged by the version then in force (4.1)."""

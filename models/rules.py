@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
+from models.calendars import Interval, Timed
 from models.order import Creation, Fact, OrderState
 from models.policy import Policy
 
@@ -39,6 +40,11 @@ FALSE_DELIVERY = Rule("false_delivery", "violation", "false_delivery", "3.3")
 REFUSAL_TO_SHIP = Rule("refusal_to_ship", "violation", "refusal", "2.1.4 / 3.2.1(2)")
 SHORTAGE = Rule("shortage", "violation", "shortage", "3.1")
 PACKAGING = Rule("packaging", "warning", None, "2.4")
+# working-time clocks of the contact and IPR page (it numbers no clauses)
+IPR_RESPONSE_OVERDUE = Rule("ipr_response_overdue", "escalation", None, "IPR: response period")
+IPR_REVIEW_OVERDUE = Rule("ipr_review_overdue", "escalation", None, "IPR: complaint review")
+CS_REPLY_OVERDUE = Rule("cs_reply_overdue", "escalation", None, "CS: email reply")
+RETURN_WINDOW_CLOSED = Rule("return_window_closed", "escalation", None, "Returns: 30 days")
 RULES: dict[str, Rule] = {
     rule.id: rule
     for rule in (
@@ -52,8 +58,16 @@ RULES: dict[str, Rule] = {
         REFUSAL_TO_SHIP,
         SHORTAGE,
         PACKAGING,
+        IPR_RESPONSE_OVERDUE,
+        IPR_REVIEW_OVERDUE,
+        CS_REPLY_OVERDUE,
+        RETURN_WINDOW_CLOSED,
     )
 }
+WORKING_TIME_RULES = frozenset(
+    rule.id for rule in (IPR_RESPONSE_OVERDUE, IPR_REVIEW_OVERDUE, CS_REPLY_OVERDUE)
+)
+"""Rules whose clocks run on a working-time calendar: a declared closure re-judges them."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,10 @@ class Obligation:
     """What makes it a breach, for rules with several cases (3.3's five)."""
     severity: Literal["slight", "serious"] | None = None
     """The platform's own judgement, where it gives one (an upheld complaint, 3.1)."""
+    calendar: str | None = None
+    """The calendar in force for a working-time clock (kept with its deadline row)."""
+    paused: tuple[Interval, ...] = ()
+    """Stretches a declared closure paused the clock for (the deadline's timeline)."""
 
     @property
     def breached(self) -> bool:
@@ -88,11 +106,17 @@ class Obligation:
 
 
 def obligations(order: OrderState, policy: Policy) -> list[Obligation]:
-    """Every clock the order carries under `policy`; none before its `order.created` is known."""
+    """Every clock the stream carries under `policy`: an IPR complaint's or an inquiry's, or an
+    order's — none of an order's before its `order.created` is known."""
+    found: list[Obligation | None] = [
+        _ipr_response(order, policy),
+        _ipr_review(order, policy),
+        _inquiry_reply(order, policy),
+    ]
     created = order.created
     if created is None:
-        return []
-    found = [
+        return [obligation for obligation in found if obligation is not None]
+    found += [
         _collection(order, created, policy),
         _stockout_contact(order, created, policy),
         _customs_refund(order, policy),
@@ -102,6 +126,7 @@ def obligations(order: OrderState, policy: Policy) -> list[Obligation]:
         _refusal(order),
         *false_delivery(order, created, policy),
         *_complaints(order),
+        *_late_returns(order, policy),
     ]
     return [obligation for obligation in found if obligation is not None]
 
@@ -357,6 +382,77 @@ def _complaints(order: OrderState) -> list[Obligation]:
     return found
 
 
+def _on_calendar(
+    rule: Rule,
+    since: datetime,
+    timed: Timed,
+    met: tuple[datetime, str] | None,
+    evidence: str,
+    subject: str = "",
+) -> Obligation:
+    """A working-time clock: its calendar and paused stretches travel with it."""
+    evidence += f" ({timed.calendar})"
+    if timed.paused:
+        hours = timed.paused_for.total_seconds() / 3600
+        evidence += f"; paused {hours:g} h by closures"
+    return replace(
+        _obligation(rule, since, timed.due_at, met, subject=subject, evidence=evidence),
+        calendar=timed.calendar,
+        paused=timed.paused,
+    )
+
+
+def _ipr_response(order: OrderState, policy: Policy) -> Obligation | None:
+    """IPR: the respondent files its response within 2 working days of receiving the
+    complaint, "otherwise, your response will not be accepted": the complaint proceeds without
+    it. A decision (or withdrawal) before then ends the clock too."""
+    filed = order.ipr_filed
+    if filed is None:
+        return None
+    timed = policy.deadline(IPR_RESPONSE_OVERDUE.id, filed.at)
+    ended = _first(_stamp(order.ipr_response), _stamp(order.ipr_decided))
+    evidence = f"no response to complaint {filed.complaint_id} in the response period"
+    return _on_calendar(IPR_RESPONSE_OVERDUE, filed.at, timed, ended, evidence)
+
+
+def _ipr_review(order: OrderState, policy: Policy) -> Obligation | None:
+    """IPR: the platform examines a complaint within 10 working days; else escalate."""
+    filed = order.ipr_filed
+    if filed is None:
+        return None
+    timed = policy.deadline(IPR_REVIEW_OVERDUE.id, filed.at)
+    evidence = f"complaint {filed.complaint_id} not decided in the review period"
+    return _on_calendar(IPR_REVIEW_OVERDUE, filed.at, timed, _stamp(order.ipr_decided), evidence)
+
+
+def _inquiry_reply(order: OrderState, policy: Policy) -> Obligation | None:
+    """Customer service answers an email within 24 hours of its working hours."""
+    inquiry = order.inquiry
+    if inquiry is None:
+        return None
+    timed = policy.deadline(CS_REPLY_OVERDUE.id, inquiry.at)
+    evidence = f"inquiry {inquiry.inquiry_id} not answered in customer-service hours"
+    met = _stamp(order.inquiry_answered)
+    return _on_calendar(CS_REPLY_OVERDUE, inquiry.at, timed, met, evidence)
+
+
+def _late_returns(order: OrderState, policy: Policy) -> Iterable[Obligation]:
+    """Returns are accepted within 30 days after receipt of the parcel: a request after the
+    window is flagged (not accepted) at the moment it is made."""
+    if order.delivered is None:
+        return
+    window = policy.deadline(RETURN_WINDOW_CLOSED.id, order.delivered.at)
+    for request in order.returns:
+        if request.at <= window.due_at:
+            continue
+        evidence = (
+            f"return {request.return_id} requested after the window closed at "
+            f"{window.due_at.isoformat()}: not accepted"
+        )
+        flagged = _at_once(RETURN_WINDOW_CLOSED, request, evidence=evidence)
+        yield replace(flagged, subject=request.return_id, calendar=window.calendar)
+
+
 class Clocked(Protocol):
     """Anything a timer row is kept for: an obligation's deadline or a warning's time."""
 
@@ -366,6 +462,10 @@ class Clocked(Protocol):
     def due_at(self) -> datetime: ...
     @property
     def breached(self) -> bool: ...
+    @property
+    def calendar(self) -> str | None: ...
+    @property
+    def paused(self) -> tuple[Interval, ...]: ...
     def is_open_at(self, now: datetime) -> bool: ...
 
 
@@ -396,6 +496,14 @@ class Warning:
 
     def is_open_at(self, now: datetime) -> bool:
         return self.obligation.met_at is None and self.due_at > now
+
+    @property
+    def calendar(self) -> str | None:
+        return self.obligation.calendar
+
+    @property
+    def paused(self) -> tuple[Interval, ...]:
+        return self.obligation.paused
 
 
 def warnings(current: Iterable[Obligation], policy: Policy) -> list[Warning]:

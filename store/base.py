@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
+from models.calendars import Closure
 from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, Recorded
@@ -33,6 +34,21 @@ class DueDeadline:
         return f"{self.order_id}/{self.rule}/{self.subject}"
 
 
+@dataclass(frozen=True)
+class DeadlineView:
+    rule: str
+    subject: str
+    due_at: datetime
+    state: str
+    calendar: str | None
+    paused: tuple[tuple[datetime, datetime], ...]
+
+
+def calendar_of(clock: Clocked) -> tuple[str | None, tuple[tuple[datetime, datetime], ...]]:
+    """What a timer row keeps of a working-time clock: its calendar and paused stretches."""
+    return clock.calendar, clock.paused
+
+
 def deadline_state(clock: Clocked, now: datetime) -> DeadlineState:
     """Open clocks stay pending; a met one is closed as met; a passed one has fired."""
     if clock.is_open_at(now):
@@ -48,6 +64,11 @@ class Inbox(Protocol):
 class Announcements(Protocol):
     def add(self, announcement: Announcement) -> None: ...
     def all(self) -> tuple[Announcement, ...]: ...
+
+
+class Closures(Protocol):
+    def add(self, closure: Closure) -> None: ...
+    def all(self) -> tuple[Closure, ...]: ...
 
 
 class Orders(Protocol):
@@ -86,6 +107,14 @@ class Deadlines(Protocol):
         ...
 
     def is_due(self, deadline: DueDeadline) -> bool: ...
+    def open_orders(self, rules: Collection[str]) -> list[str]:
+        """Streams with a pending or enqueued clock of one of `rules` (a calendar changed)."""
+        ...
+
+    def timeline(self, order_id: str) -> list[DeadlineView]:
+        """The stream's clocks as stored: when due, state, calendar in force, paused time."""
+        ...
+
     def due(self, until: datetime, limit: int) -> list[DueDeadline]: ...
     def claim(self, until: datetime, limit: int, now: datetime) -> list[DueDeadline]:
         """Mark pending deadlines due by `until` as enqueued and return them, earliest first.
@@ -160,6 +189,8 @@ class UnitOfWork(Protocol):
     def announcements(self) -> Announcements: ...
     @property
     def dead_letters(self) -> DeadLetters: ...
+    @property
+    def closures(self) -> Closures: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

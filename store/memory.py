@@ -11,7 +11,7 @@ import bisect
 import heapq
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -19,12 +19,20 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from models.alerts import alert_body, alert_id
+from models.calendars import Closure, Interval
 from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, OutcomeKey, Recorded
 from models.policy import Announcement
 from models.rules import Clocked
-from store.base import DeadLetter, DeadlineState, DueDeadline, deadline_state
+from store.base import (
+    DeadLetter,
+    DeadlineState,
+    DeadlineView,
+    DueDeadline,
+    calendar_of,
+    deadline_state,
+)
 
 Undo = Callable[[], None]
 K = TypeVar("K")
@@ -98,6 +106,18 @@ class MemoryAnnouncements:
 
     def all(self) -> tuple[Announcement, ...]:
         return tuple(self.by_id.values())
+
+
+class MemoryClosures:
+    def __init__(self, journal: _Journal) -> None:
+        self._journal = journal
+        self.by_id: dict[str, Closure] = {}
+
+    def add(self, closure: Closure) -> None:
+        self._journal.set(self.by_id, closure.closure_id, closure)
+
+    def all(self) -> tuple[Closure, ...]:
+        return tuple(sorted(self.by_id.values(), key=lambda c: (c.starts_at, c.closure_id)))
 
 
 class MemoryOutcomes:
@@ -183,6 +203,7 @@ def _as_recorded(outcome: Outcome) -> Recorded:
 
 
 DeadlineKey = tuple[str, str, str]
+NO_CALENDAR: tuple[str | None, tuple[Interval, ...]] = (None, ())
 
 
 class MemoryDeadlines:
@@ -194,10 +215,15 @@ class MemoryDeadlines:
         self.enqueued_at: dict[DeadlineKey, datetime] = {}
         self._order_keys: dict[str, set[DeadlineKey]] = defaultdict(set)
         self._heap: list[tuple[datetime, DeadlineKey]] = []
+        self.calendars: dict[DeadlineKey, tuple[str | None, tuple[Interval, ...]]] = {}
+        """Working-time clocks: the calendar in force and the paused stretches."""
 
     def sync(self, order_id: str, current: Sequence[Clocked], now: datetime) -> None:
         for clock in current:
             key = (order_id, *clock.slot)
+            timing = calendar_of(clock)
+            if timing != self.calendars.get(key, NO_CALENDAR):
+                self._journal.set(self.calendars, key, timing)
             row = (clock.due_at, deadline_state(clock, now))
             if self.rows.get(key) == row:
                 continue
@@ -217,6 +243,23 @@ class MemoryDeadlines:
         self, order_id: str
     ) -> list[tuple[DeadlineKey, tuple[datetime, DeadlineState]]]:
         return [(key, row) for key, row in self.rows.items() if key[0] == order_id]
+
+    def open_orders(self, rules: Collection[str]) -> list[str]:
+        found = {
+            key[0]
+            for key, (_, state) in self.rows.items()
+            if key[1] in rules and state in ("pending", "enqueued")
+        }
+        return sorted(found)
+
+    def timeline(self, order_id: str) -> list[DeadlineView]:
+        return sorted(
+            (
+                DeadlineView(key[1], key[2], due_at, state, *self.calendars.get(key, NO_CALENDAR))
+                for key, (due_at, state) in self.by_order_rows(order_id)
+            ),
+            key=lambda view: (view.due_at, view.rule, view.subject),
+        )
 
     def is_due(self, deadline: DueDeadline) -> bool:
         key = (deadline.order_id, deadline.rule, deadline.subject)
@@ -329,6 +372,7 @@ class MemoryUnitOfWork:
         self.ledger = MemoryLedger(self._journal)
         self.alerts = MemoryAlerts(self._journal)
         self.announcements = MemoryAnnouncements(self._journal)
+        self.closures = MemoryClosures(self._journal)
         self.dead_letters = MemoryDeadLetters(self._journal)
         self.commits = 0
 

@@ -6,7 +6,7 @@ PostgreSQL), so two workers judging the same order take turns instead of losing 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
@@ -18,15 +18,17 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.alerts import alert_body, alert_id
+from models.calendars import Closure
 from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, Recorded
 from models.policy import Announcement
 from models.rules import Clocked
-from store.base import DeadLetter, DueDeadline, deadline_state
+from store.base import DeadLetter, DeadlineView, DueDeadline, calendar_of, deadline_state
 from store.tables import (
     AlertRow,
     AnnouncementRow,
+    ClosureRow,
     DeadLetterRow,
     DeadlineRow,
     InboxRow,
@@ -147,6 +149,19 @@ class SqlAnnouncements:
         )
 
 
+class SqlClosures:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, closure: Closure) -> None:
+        self.session.merge(ClosureRow(**closure.model_dump()))
+
+    def all(self) -> tuple[Closure, ...]:
+        query = select(ClosureRow).order_by(ClosureRow.starts_at, ClosureRow.closure_id)
+        rows = self.session.scalars(query)
+        return tuple(Closure.model_validate(row, from_attributes=True) for row in rows)
+
+
 class SqlOutcomes:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -253,6 +268,16 @@ def _recorded(row: OutcomeRow) -> Recorded:
     )
 
 
+def _keep_calendar(row: DeadlineRow, clock: Clocked) -> None:
+    """Record a working-time clock's calendar and pauses (only when they changed)."""
+    calendar, paused = calendar_of(clock)
+    stored = [[start.isoformat(), end.isoformat()] for start, end in paused] or None
+    if row.calendar != calendar:
+        row.calendar = calendar
+    if row.paused != stored:
+        row.paused = stored
+
+
 class SqlDeadlines:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -266,9 +291,10 @@ class SqlDeadlines:
             if row is None:
                 row = DeadlineRow(order_id=order_id, rule=clock.slot[0], subject=clock.slot[1])
                 self.session.add(row)
-            elif (row.due_at, row.state) == (clock.due_at, state):
+            _keep_calendar(row, clock)
+            if (row.due_at, row.state) == (clock.due_at, state):
                 continue
-            elif row.state == "enqueued" and state == "pending" and row.due_at == clock.due_at:
+            if row.state == "enqueued" and state == "pending" and row.due_at == clock.due_at:
                 continue  # already handed to a timer; the dispatcher owns it
             row.due_at = clock.due_at
             row.state = state
@@ -277,6 +303,36 @@ class SqlDeadlines:
         for slot, row in existing.items():
             if slot not in wanted and row.state in OPEN_STATES:
                 row.state, row.updated_at = "met", now  # its obligation no longer applies
+
+    def open_orders(self, rules: Collection[str]) -> list[str]:
+        query = (
+            select(DeadlineRow.order_id)
+            .where(DeadlineRow.rule.in_(list(rules)), DeadlineRow.state.in_(OPEN_STATES))
+            .distinct()
+            .order_by(DeadlineRow.order_id)
+        )
+        return list(self.session.scalars(query))
+
+    def timeline(self, order_id: str) -> list[DeadlineView]:
+        query = (
+            select(DeadlineRow)
+            .where(DeadlineRow.order_id == order_id)
+            .order_by(DeadlineRow.due_at, DeadlineRow.rule, DeadlineRow.subject)
+        )
+        return [
+            DeadlineView(
+                rule=row.rule,
+                subject=row.subject,
+                due_at=row.due_at,
+                state=row.state,
+                calendar=row.calendar,
+                paused=tuple(
+                    (datetime.fromisoformat(start), datetime.fromisoformat(end))
+                    for start, end in row.paused or ()
+                ),
+            )
+            for row in self.session.scalars(query)
+        ]
 
     def is_due(self, deadline: DueDeadline) -> bool:
         found = self.session.scalar(
@@ -453,6 +509,7 @@ class SqlUnitOfWork:
     ledger: SqlLedger
     alerts: SqlAlerts
     announcements: SqlAnnouncements
+    closures: SqlClosures
     dead_letters: SqlDeadLetters
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
@@ -467,6 +524,7 @@ class SqlUnitOfWork:
         self.ledger = SqlLedger(self.session)
         self.alerts = SqlAlerts(self.session)
         self.announcements = SqlAnnouncements(self.session)
+        self.closures = SqlClosures(self.session)
         self.dead_letters = SqlDeadLetters(self.session)
         return self
 

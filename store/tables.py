@@ -122,6 +122,10 @@ class DeadlineRow(Base):
     """pending -> enqueued (a timer holds it) -> fired | met; only the dispatcher enqueues."""
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    calendar: Mapped[str | None] = mapped_column(String(512))
+    """A working-time clock's calendar in force when it was last computed."""
+    paused: Mapped[list[list[str]] | None] = mapped_column(Json)
+    """Stretches [start, end] (ISO 8601, UTC) a declared closure paused the clock for."""
 
 
 class OutcomeRow(Base):
@@ -264,3 +268,15 @@ class AnnouncementRow(Base):
     applies_from: Mapped[datetime] = mapped_column(UtcDateTime)
     applies_until: Mapped[datetime] = mapped_column(UtcDateTime)
     ship_within_hours: Mapped[float] = mapped_column(Float)
+
+
+class ClosureRow(Base):
+    """Platform-declared closures: working-time clocks pause for them."""
+
+    __tablename__ = "closures"
+
+    closure_id: Mapped[str] = mapped_column(Name, primary_key=True)
+    starts_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    calendars: Mapped[list[str]] = mapped_column(Json)
+    reason: Mapped[str] = mapped_column(String(256))

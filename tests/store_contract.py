@@ -151,7 +151,37 @@ def several_cases_of_one_rule_keep_their_own_clocks(engine: Engine, policy: Poli
     ]
 
 
+def working_time_clocks_keep_their_calendar_and_pauses(engine: Engine, policy: Policy) -> None:
+    """A declared closure re-judges the stored open complaint: its deadline row moves and
+    records the calendar in force and the paused stretch, as the in-memory store does."""
+    filed_at = T0 + 7 * DAY  # Monday 9 March 2026, 17:00 in Hong Kong
+    start, end = filed_at + 16 * H, filed_at + 24 * H  # Tuesday 09:00-17:00 HKT
+    events = [
+        event("ipr.complaint_filed", "ipr:C1", filed_at, complaint_id="C1", merchant_id="m-1"),
+        event(
+            "calendar.closure_declared",
+            "*",
+            filed_at + H,
+            closure_id="t8",
+            starts_at=start.isoformat(),
+            ends_at=end.isoformat(),
+        ),
+    ]
+    in_sql = run(events, policy, until=filed_at + 2 * H, uow=sql_uow(engine))
+    assert in_sql == run(events, policy, until=filed_at + 2 * H) == []
+    with sql_uow(engine) as uow:
+        assert [c.closure_id for c in uow.closures.all()] == ["t8"]
+        assert uow.deadlines.open_orders({"ipr_response_overdue"}) == ["ipr:C1"]
+        views = {view.rule: view for view in uow.deadlines.timeline("ipr:C1")}
+    response = views["ipr_response_overdue"]
+    assert response.due_at == filed_at + 3 * DAY - 17 * H + 8 * H  # Thu 00:00 HKT + 8 h paused
+    assert response.paused == ((start, end),)
+    assert response.calendar is not None and "closures t8" in response.calendar
+    assert response.state == "pending"
+
+
 CHECKS = [
+    working_time_clocks_keep_their_calendar_and_pauses,
     several_cases_of_one_rule_keep_their_own_clocks,
     special_periods_reschedule_stored_orders,
     migrations_match_the_models,

@@ -13,8 +13,9 @@ import typer
 from config.policy import PolicyError, load_policies, load_policy
 from config.settings import DEFAULT_POLICY, Settings
 from models.events import contract_schema
-from models.outcomes import Outcome
+from models.outcomes import Outcome, iso
 from models.policy import Policy
+from store.base import DeadlineView
 from worker.logs import configure_logging
 from worker.replay import ReplayResult, compare_results, replay_lines
 
@@ -116,6 +117,37 @@ def merchant(
     moment = _aware(at) if at else services.clock.now()
     report = merchant_standing(services.engine, services.policy, merchant_id, moment)
     typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def deadlines(
+    stream_id: Annotated[
+        str, typer.Argument(help="An order id, or 'ipr:<complaint id>' / 'cs:<inquiry id>'.")
+    ],
+) -> None:
+    """A stream's clocks as stored: due time, state, the calendar in force, paused time (JSON)."""
+    from worker.bootstrap import bootstrap
+
+    services = bootstrap()
+    with services.uow() as uow:
+        views = uow.deadlines.timeline(stream_id)
+    typer.echo(
+        orjson.dumps([_timeline_entry(v) for v in views], option=orjson.OPT_INDENT_2).decode()
+    )
+
+
+def _timeline_entry(view: DeadlineView) -> dict[str, object]:
+    return {
+        "rule": view.rule,
+        "subject": view.subject or None,
+        "due_at": iso(view.due_at),
+        "state": view.state,
+        "calendar": view.calendar,
+        "paused": [
+            {"from": iso(start), "until": iso(end), "hours": (end - start).total_seconds() / 3600}
+            for start, end in view.paused
+        ],
+    }
 
 
 @app.command()

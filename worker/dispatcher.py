@@ -11,12 +11,16 @@ import threading
 from datetime import datetime, timedelta
 from types import FrameType
 
+import orjson
 import structlog
 
-from store.base import DueDeadline
+from models.policy import Policy
+from models.rules import WORKING_TIME_RULES
+from store.base import DueDeadline, UnitOfWork
 from worker.alerts import relay_step
 from worker.backoff import compute_backoff
 from worker.bootstrap import App
+from worker.services import recalendar
 from worker.timers import TimerPolicy, dispatch_once, encode_refs
 
 log = structlog.get_logger("slatimer.dispatcher")
@@ -38,14 +42,41 @@ def celery_publish(deadlines: list[DueDeadline], eta: datetime) -> None:
     fire_deadlines.apply_async(args=[encode_refs(deadlines)], eta=eta)
 
 
+class CalendarWatch:
+    """Notices when the policy's calendars change (a file edited: a holiday added, hours
+    moved) and re-judges every open working-time clock, so the change reaches open items and
+    not only new ones. The first check after a start sweeps too (a change made while down)."""
+
+    def __init__(self) -> None:
+        self.seen: str | None = None
+
+    def check(self, policy: Policy, uow: UnitOfWork, now: datetime) -> int | None:
+        """The number of streams re-judged, or None when the calendars did not change."""
+        fingerprint = orjson.dumps(
+            {name: calendar.model_dump(mode="json") for name, calendar in policy.calendars.items()},
+            option=orjson.OPT_SORT_KEYS,
+        ).decode()
+        if fingerprint == self.seen:
+            return None
+        with uow:
+            streams = uow.deadlines.open_orders(WORKING_TIME_RULES)
+            made = recalendar(uow, now, policy)
+            uow.commit()
+        self.seen = fingerprint
+        log.info("calendars in force checked", open_streams=len(streams), outcomes=len(made))
+        return len(streams)
+
+
 def run_dispatcher(app: App, stop: threading.Event | None = None) -> None:
     """Dispatch until stopped (SIGTERM/SIGINT or `stop`); a full pass is repeated at once."""
     stop = stop or _stop_on_signals()
     timers = timer_policy(app)
+    calendars = CalendarWatch()
     failures = 0
     log.info("dispatcher started", horizon_s=app.settings.timer_horizon)
     while not stop.is_set():
         try:
+            calendars.check(app.policy, app.uow(), app.clock.now())
             claimed = dispatch_once(app.uow(), app.clock.now(), timers, celery_publish)
             relay_step(app.engine, app.clock, app.settings)  # alerts: never raises
             failures = 0

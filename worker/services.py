@@ -13,7 +13,14 @@ from typing import Literal
 
 import structlog
 
-from models.events import AnnouncementPublished, ContractError, Event, body_digest
+from models.calendars import Closure
+from models.events import (
+    AnnouncementPublished,
+    ClosureDeclared,
+    ContractError,
+    Event,
+    body_digest,
+)
 from models.order import OrderState, apply
 from models.outcomes import (
     LedgerEntry,
@@ -26,7 +33,7 @@ from models.outcomes import (
     repeat_window,
 )
 from models.policy import Announcement, Policy
-from models.rules import Obligation, Warning, obligations, warnings
+from models.rules import WORKING_TIME_RULES, Obligation, Warning, obligations, warnings
 from store.base import DueDeadline, UnitOfWork
 
 log = structlog.get_logger("slatimer.services")
@@ -43,6 +50,8 @@ def record_event(event: Event, uow: UnitOfWork, now: datetime, policy: Policy) -
     """Store the event's facts and re-judge its order. A repeated delivery changes nothing."""
     if isinstance(event, AnnouncementPublished):
         return publish_announcement(event, uow, now, policy)
+    if isinstance(event, ClosureDeclared):
+        return declare_closure(event, uow, now, policy)
     state = uow.orders.lock(event.order_id)  # first: a concurrent duplicate waits here
     if not _first_delivery(event, uow, now):
         return []
@@ -74,6 +83,27 @@ def publish_announcement(
     return made
 
 
+def declare_closure(
+    event: ClosureDeclared, uow: UnitOfWork, now: datetime, policy: Policy
+) -> list[Outcome]:
+    """A platform-declared closure pauses working-time clocks: every case with an open one is
+    re-judged now, so its deadline (and warning) moves — a changed calendar reaches open
+    items, not only new ones."""
+    if not _first_delivery(event, uow, now):
+        return []
+    uow.closures.add(Closure.model_validate(event, from_attributes=True))
+    return recalendar(uow, now, policy)
+
+
+def recalendar(uow: UnitOfWork, now: datetime, policy: Policy) -> list[Outcome]:
+    """Re-judge every stream with an open working-time clock against the calendars in force
+    now (after a closure, or an edited calendar in the policy file)."""
+    made: list[Outcome] = []
+    for order_id in uow.deadlines.open_orders(WORKING_TIME_RULES):
+        made += reconcile_order(uow.orders.lock(order_id), uow, now, policy)
+    return made
+
+
 def _first_delivery(event: Event, uow: UnitOfWork, now: datetime) -> bool:
     """Record the event in the inbox; False for a harmless repeat, an error for a reused id."""
     digest = body_digest(event)
@@ -100,8 +130,16 @@ def reconcile_order(
     state: OrderState, uow: UnitOfWork, now: datetime, policy: Policy
 ) -> list[Outcome]:
     """Make the record match the facts as of `now`: raise breaches, withdraw disproved ones."""
-    policy = policy.version_for(state.created.at if state.created else None)
-    policy = policy.model_copy(update={"announcements": uow.announcements.all()})
+    judged = policy.version_for(state.opened_at)
+    policy = judged.model_copy(
+        update={
+            "announcements": uow.announcements.all(),
+            "closures": uow.closures.all(),
+            # calendars say when the platform works, not how merchants must behave: the
+            # ones in force now apply to every open clock, whichever version judges it
+            "calendars": {**judged.calendars, **policy.calendars},
+        }
+    )
     current = obligations(state, policy)
     ahead = warnings(current, policy)
     plan = plan_reconciliation(current, now, uow.outcomes.for_order(state.order_id), ahead)

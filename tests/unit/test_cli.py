@@ -9,9 +9,12 @@ import pytest
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
-from store.sql import make_engine
+from config.policy import load_policy
+from config.settings import DEFAULT_POLICY
+from store.sql import SqlUnitOfWork, make_engine, session_factory
 from tests.builders import T0, doc
 from worker.cli import app
+from worker.replay import replay_lines
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "day-of-orders.jsonl"
@@ -90,7 +93,7 @@ def test_replay_refuses_a_naive_until(tmp_path: Path) -> None:
 def test_schema_prints_the_contract() -> None:
     result = runner.invoke(app, ["schema"])
     assert result.exit_code == 0
-    assert orjson.loads(result.stdout)["title"] == "slatimer event contract v2"
+    assert orjson.loads(result.stdout)["title"] == "slatimer event contract v3"
 
 
 def test_db_upgrade_creates_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,3 +103,46 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path, monkeypatch: pytest.Monke
     assert result.exit_code == 0, result.output
     tables = set(inspect(make_engine(url)).get_table_names())
     assert {"orders", "inbox", "deadlines", "outcomes", "retractions", "points_ledger"} <= tables
+
+
+WORKING_TIME = EXAMPLE.parent / "working-time.jsonl"
+
+
+def test_replay_prints_the_working_time_outcomes() -> None:
+    # the example: an IPR complaint left unanswered over Lunar New Year, an inquiry received
+    # Friday 05:59 US Eastern, a typhoon closure pausing another complaint's response period,
+    # and a return requested after the 30-day window
+    result = runner.invoke(app, ["replay", str(WORKING_TIME), "--until", "2026-04-01T00:00:00Z"])
+    assert result.exit_code == 0, result.stderr
+    lines = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [(o["kind"], o["rule"], o["order_id"], o["at"]) for o in lines] == [
+        ("warning", "ipr_response_overdue", "ipr:IPR-2026-0042", "2026-02-22T16:00:00Z"),
+        ("escalation", "ipr_response_overdue", "ipr:IPR-2026-0042", "2026-02-23T16:00:00Z"),
+        ("escalation", "cs_reply_overdue", "cs:Q-7781", "2026-02-24T01:59:00Z"),
+        ("warning", "ipr_response_overdue", "ipr:IPR-2026-0057", "2026-02-25T00:00:00Z"),
+        ("escalation", "ipr_review_overdue", "ipr:IPR-2026-0042", "2026-03-06T00:00:00Z"),
+        ("escalation", "return_window_closed", "o-9001", "2026-03-14T09:00:00Z"),
+    ]
+    assert "paused 8 h by closures" in lines[4]["evidence"]
+
+
+def test_deadlines_shows_the_calendar_and_paused_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'slatimer.db'}"
+    monkeypatch.setenv("SLATIMER_DATABASE_URL", url)
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    engine = make_engine(url)
+    lines = WORKING_TIME.read_bytes().splitlines()[:9]  # up to the typhoon closure
+    replay_lines(lines, load_policy(DEFAULT_POLICY), uow=SqlUnitOfWork(session_factory(engine)))
+    engine.dispose()
+
+    result = runner.invoke(app, ["deadlines", "ipr:IPR-2026-0057"])
+    assert result.exit_code == 0, result.stderr
+    response = next(d for d in orjson.loads(result.stdout) if d["rule"] == "ipr_response_overdue")
+    assert response["due_at"] == "2026-02-26T00:00:00Z"  # Thursday 08:00 HKT: 8 h paused
+    assert response["state"] == "pending"
+    assert response["calendar"].startswith("hk_working_days: working days in Asia/Hong_Kong")
+    assert response["paused"] == [
+        {"from": "2026-02-24T01:00:00Z", "until": "2026-02-24T09:00:00Z", "hours": 8.0}
+    ]

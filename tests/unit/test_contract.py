@@ -115,5 +115,13 @@ def test_the_published_schema_covers_every_event_type() -> None:
         "merchant.refused_shipment",
         "complaint.upheld",
         "announcement.published",
+        "ipr.complaint_filed",
+        "ipr.response_filed",
+        "ipr.complaint_decided",
+        "cs.inquiry_received",
+        "cs.inquiry_answered",
+        "order.delivered",
+        "return.requested",
+        "calendar.closure_declared",
     }
     assert schema["$defs"]["OrderCreated"]["additionalProperties"] is False
