@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,15 @@ class Clock(BaseModel):
     due_at: datetime
     state: str
     """pending | enqueued (a timer holds it) | fired | met"""
+    calendar: str | None = None
+    """A working-time clock's calendar in force (IPR, customer service)."""
+    paused: list[tuple[datetime, datetime]] = []
+    """Stretches [from, until] a declared closure paused the clock for."""
+
+    @field_validator("paused", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
 
 
 class Retraction(BaseModel):

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select
 
 from config.settings import Settings
 from models.events import MAX_EVENT_BYTES
-from store.tables import DeadLetterRow, InboxRow
+from store.tables import DeadLetterRow, DeadlineRow, InboxRow
 from tests.builders import T0, H, doc
 from tests.integration.conftest import OrderQueue
 from worker import ingest
@@ -263,3 +263,38 @@ def _kill_redis_clients(url: str, name: str) -> int:
     for victim in victims:
         client.client_kill_filter(_id=victim)
     return len(victims)
+
+
+def test_working_time_events_keep_their_calendar_and_pauses_in_postgresql(
+    redis_url: str, pg_engine: Engine, make_order_queue: Any
+) -> None:
+    """Contract v3 through the real consumer: an IPR complaint (its stream key filled in), a
+    typhoon closure that re-judges it, and a case event whose order_id contradicts its case id
+    (a dead letter naming `order_id`)."""
+    queue: OrderQueue = make_order_queue(redis_url, database_url(pg_engine))
+    filed_at = "2026-11-16T10:00:00+08:00"  # a Monday in Hong Kong
+    events = [
+        {"type": "ipr.complaint_filed", "event_id": "w-1", "occurred_at": filed_at,
+         "complaint_id": "C1", "merchant_id": "m-1"},
+        {"type": "calendar.closure_declared", "event_id": "w-2", "occurred_at": filed_at,
+         "closure_id": "t8", "starts_at": "2026-11-17T09:00:00+08:00",
+         "ends_at": "2026-11-17T17:00:00+08:00", "reason": "typhoon signal no. 8"},
+        {"type": "cs.inquiry_received", "event_id": "w-3", "occurred_at": filed_at,
+         "inquiry_id": "Q1", "order_id": "o-1"},
+    ]  # fmt: skip
+    publish_events(redis_url, [orjson.dumps(e) for e in events], queue.settings)
+    counts = ingest_once(queue)
+    assert (counts["accepted"], counts["dead_lettered"]) == (2, 1)
+    assert [(row.field, row.reason) for row in dead_letters(pg_engine)] == [
+        ("order_id", "must be 'cs:Q1' (or left out)")
+    ]
+    with pg_engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                DeadlineRow.rule, DeadlineRow.due_at, DeadlineRow.calendar, DeadlineRow.paused
+            ).where(DeadlineRow.order_id == "ipr:C1", DeadlineRow.rule == "ipr_response_overdue")
+        ).all()
+    [(rule, due_at, calendar, paused)] = rows
+    assert due_at.isoformat() == "2026-11-19T00:00:00+00:00"  # Thursday 08:00 HKT: 8 h paused
+    assert calendar.startswith("hk_working_days: working days in Asia/Hong_Kong")
+    assert paused == [["2026-11-17T01:00:00+00:00", "2026-11-17T09:00:00+00:00"]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,7 +14,7 @@ from config.settings import Settings
 from models.policy import Policy
 from store.sql import session_factory
 from store.tables import DeadLetterRow, MerchantRow
-from tests.builders import T0, H, collected, created
+from tests.builders import T0, H, collected, created, event
 from tests.conftest import run, sql_uow
 from worker.api import create_app
 from worker.api_keys import hash_key, issue_key
@@ -190,3 +190,31 @@ def test_metrics_are_derived_from_the_store(client: TestClient, engine: Engine) 
         'slatimer_outcomes{kind="violation",retracted="true",rule="collection_overdue"} 1.0' in text
     )
     assert 'slatimer_alerts{state="failed"} 0.0' in text
+
+
+def test_a_working_time_clock_shows_its_calendar_and_paused_time(
+    client: TestClient, engine: Engine, keys: dict[str, str], policy: Policy
+) -> None:
+    # an IPR complaint against m-1 received on Saturday (Hong Kong): Monday and Tuesday count;
+    # a closure on Monday 09:00-12:00 HKT pauses the response period for 3 h
+    closed = (datetime(2026, 3, 9, 1, 0, tzinfo=UTC), datetime(2026, 3, 9, 4, 0, tzinfo=UTC))
+    events = [
+        event("ipr.complaint_filed", "ipr:C1", NOW, complaint_id="C1", merchant_id="m-1"),
+        event(
+            "calendar.closure_declared",
+            "*",
+            NOW,
+            closure_id="t8",
+            starts_at=closed[0].isoformat(),
+            ends_at=closed[1].isoformat(),
+        ),
+    ]
+    run(events, policy, until=NOW, uow=sql_uow(engine))
+    assert client.get("/orders/ipr:C1", headers=auth(keys["m-2"])).status_code == 404
+    body = client.get("/orders/ipr:C1", headers=auth(keys["m-1"])).json()
+    clocks = {clock["rule"]: clock for clock in body["clocks"]}
+    response = clocks["ipr_response_overdue"]
+    assert datetime.fromisoformat(response["due_at"]) == datetime(2026, 3, 10, 19, 0, tzinfo=UTC)
+    assert [tuple(map(datetime.fromisoformat, p)) for p in response["paused"]] == [closed]
+    assert "closures t8" in response["calendar"]
+    assert clocks["ipr_review_overdue"]["state"] == "pending"
