@@ -34,6 +34,9 @@ _HOLIDAYS_VERSION = version("holidays")
 Interval = tuple[datetime, datetime]
 """[start, end) in UTC."""
 
+_WEEKLY_TIME = r"^(mon|tue|wed|thu|fri|sat|sun) ([01]\d|2[0-3]):[0-5]\d$"
+"""A weekly wall time such as 'sun 21:00' (00:00-23:59; a window closing at midnight says
+'mon 00:00')."""
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SEARCH_LIMIT = timedelta(days=3 * 366)
 """A working-time clock that finds no open time within this span is a broken calendar."""
@@ -114,8 +117,8 @@ class WorkingDays(_Frozen):
 class Window(_Frozen):
     """A weekly opening, e.g. ("sun 21:00", "fri 06:00"); it may wrap over the week's end."""
 
-    opens: Annotated[str, Field(pattern=r"^(mon|tue|wed|thu|fri|sat|sun) \d\d:\d\d$")]
-    closes: Annotated[str, Field(pattern=r"^(mon|tue|wed|thu|fri|sat|sun) \d\d:\d\d$")]
+    opens: Annotated[str, Field(pattern=_WEEKLY_TIME)]
+    closes: Annotated[str, Field(pattern=_WEEKLY_TIME)]
 
     def occurrences(self, monday: date, zone: ZoneInfo) -> Interval:
         """This window in the week starting on `monday`, in UTC (exact across DST)."""

@@ -217,3 +217,8 @@ def test_a_policy_file_can_add_holidays_and_change_hours() -> None:
     assert policy.deadline("cs_reply_overdue", et(2026, 11, 23, 9, 0)).due_at == et(
         2026, 12, 7, 17, 0
     )
+
+
+def test_a_window_time_must_be_a_wall_time() -> None:
+    with pytest.raises(ValidationError, match="opens"):
+        Window(opens="sun 24:00", closes="mon 01:00")
