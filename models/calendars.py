@@ -28,7 +28,14 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 import holidays
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 _HOLIDAYS_VERSION = version("holidays")
 Interval = tuple[datetime, datetime]
@@ -67,9 +74,21 @@ class Closure(_Frozen):
     ends_at: AwareDatetime
     calendars: tuple[str, ...] = ()
     reason: str = ""
+    declared_at: AwareDatetime | None = None
+    """When the platform declared it: a later declaration of the same id amends it."""
+    declared_by: str = ""
+    """The declaring event's id (orders two declarations made at the same instant)."""
+
+    def supersedes(self, other: Closure) -> bool:
+        """Whether this declaration is the later one (missing times count as earliest)."""
+        return _declared(self) > _declared(other)
 
     def applies_to(self, calendar: str) -> bool:
         return not self.calendars or calendar in self.calendars
+
+
+def _declared(closure: Closure) -> tuple[datetime, str]:
+    return (closure.declared_at or datetime.min.replace(tzinfo=UTC), closure.declared_by)
 
 
 class Elapsed(_Frozen):
@@ -84,6 +103,10 @@ class WorkingDays(_Frozen):
     timezone: str = "Asia/Hong_Kong"
     region: str | None = "HK"
     """Public holidays of this region (ISO 3166 code, `holidays` package); None for none."""
+    categories: tuple[str, ...] = ("public", "optional")
+    """The `holidays` categories that are days off. Hong Kong's general holidays are its
+    statutory ('public') ones plus 'optional' (Good Friday, the day after, Easter Monday...);
+    other regions may only know 'public'."""
     weekend: tuple[Annotated[str, Field(pattern="^(mon|tue|wed|thu|fri|sat|sun)$")], ...] = (
         "sat",
         "sun",
@@ -104,13 +127,26 @@ class WorkingDays(_Frozen):
             raise ValueError(f"the holidays package knows no region {region!r}")
         return region
 
+    @model_validator(mode="after")
+    def _known_categories(self) -> WorkingDays:
+        if self.region is None:
+            return self
+        known = holidays.country_holidays(self.region).supported_categories
+        unknown = sorted(set(self.categories) - set(known))
+        if unknown:
+            raise ValueError(f"categories: {self.region} has no holiday category {unknown[0]!r}")
+        return self
+
     def is_working_day(self, day: date) -> bool:
         if WEEKDAYS[day.weekday()] in self.weekend or day in self.extra_holidays:
             return False
-        return self.region is None or day not in _public_holidays(self.region, day.year)
+        if self.region is None:
+            return True
+        return day not in _public_holidays(self.region, day.year, self.categories)
 
     def describe(self) -> str:
-        region = f"{self.region} public holidays (holidays {_HOLIDAYS_VERSION})"
+        kinds = "+".join(self.categories)
+        region = f"{self.region} holidays ({kinds}; holidays {_HOLIDAYS_VERSION})"
         return f"working days in {self.timezone}, {region if self.region else 'no holidays'}"
 
 
@@ -224,7 +260,7 @@ def _length_of_days(
             start, day = step_end, day + timedelta(days=1)
         if counted >= days:
             return total
-    raise CalendarError("no working days found")  # pragma: no cover - intervals never end
+    raise CalendarError(f"no {days:g} working days within {SEARCH_LIMIT.days} days")
 
 
 def _count(
@@ -323,5 +359,5 @@ def _weekly(text: str) -> tuple[int, time]:
 
 
 @cache
-def _public_holidays(region: str, year: int) -> holidays.HolidayBase:
-    return holidays.country_holidays(region, years=year)
+def _public_holidays(region: str, year: int, categories: tuple[str, ...]) -> holidays.HolidayBase:
+    return holidays.country_holidays(region, years=year, categories=categories)

@@ -7,7 +7,8 @@ naive timestamps, no unknown fields) because a silently misread field moves a de
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import orjson
@@ -26,6 +27,8 @@ CONTRACT_VERSION = 3
 MAX_EVENT_BYTES = 64 * 1024
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+MAX_CLOSURE = timedelta(days=90)
+"""A declared closure pauses working time; one longer than this is a mistake, not a closure."""
 
 
 class ContractError(ValueError):
@@ -45,7 +48,10 @@ def _in_utc(value: datetime) -> datetime:
 
 
 UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+ID_PATTERN = r"^[\x21-\x7e]+$"
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
+CASE_PREFIXES = ("ipr:", "cs:")
+"""Stream keys reserved for cases that are not orders (IPR complaints, inquiries)."""
 Text = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -60,6 +66,12 @@ class _Event(BaseModel):
     announcement.published; v3 the working-time events (IPR, customer service, delivery,
     returns, closures). Earlier events are accepted as they are. The default stays 2 so the
     digest of an event stored before v3 does not change when it is redelivered."""
+
+    @model_validator(mode="after")
+    def _case_keys_are_reserved(self) -> _Event:
+        if not isinstance(self, _CaseEvent) and self.order_id.startswith(CASE_PREFIXES):
+            raise ValueError("order_id: the prefixes 'ipr:' and 'cs:' are reserved for cases")
+        return self
 
 
 class Item(BaseModel):
@@ -211,7 +223,7 @@ class _CaseEvent(_Event):
 class _IprEvent(_CaseEvent):
     stream_prefix = "ipr"
     case_field = "complaint_id"
-    complaint_id: Id
+    complaint_id: Annotated[str, Field(min_length=1, max_length=124, pattern=ID_PATTERN)]
 
 
 class IprComplaintFiled(_IprEvent):
@@ -238,7 +250,7 @@ class IprComplaintDecided(_IprEvent):
 class _InquiryEvent(_CaseEvent):
     stream_prefix = "cs"
     case_field = "inquiry_id"
-    inquiry_id: Id
+    inquiry_id: Annotated[str, Field(min_length=1, max_length=125, pattern=ID_PATTERN)]
 
 
 class InquiryReceived(_InquiryEvent):
@@ -279,6 +291,8 @@ class ClosureDeclared(_Event):
     def _window_is_forward(self) -> ClosureDeclared:
         if self.ends_at <= self.starts_at:
             raise ValueError("ends_at: must be after starts_at")
+        if self.ends_at - self.starts_at > MAX_CLOSURE:
+            raise ValueError(f"ends_at: a closure lasts at most {MAX_CLOSURE.days} days")
         return self
 
 
@@ -375,8 +389,10 @@ def _with_stream_key(kind: str, document: dict[str, Any]) -> dict[str, Any]:
         return document
     prefix, field = _CASE_STREAMS[kind]
     case_id = document.get(field)
-    # a missing or mistyped case id is reported under its own name, not as a missing order_id
-    return {**document, "order_id": f"{prefix}:{case_id if isinstance(case_id, str) else ''}"}
+    key = f"{prefix}:{case_id}" if isinstance(case_id, str) else ""
+    if len(key) > 128 or not re.fullmatch(ID_PATTERN, key):
+        key = f"{prefix}:"  # a bad case id is reported under its own name, not as order_id's
+    return {**document, "order_id": key}
 
 
 def _first_error(exc: ValidationError) -> ContractError:

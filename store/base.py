@@ -111,6 +111,11 @@ class Deadlines(Protocol):
         """Streams with a pending or enqueued clock of one of `rules` (a calendar changed)."""
         ...
 
+    def due_since(self, rules: Collection[str], since: datetime) -> list[str]:
+        """Streams with a clock of one of `rules`, in any state, due at or after `since` (a
+        closure starting then can move it)."""
+        ...
+
     def timeline(self, order_id: str) -> list[DeadlineView]:
         """The stream's clocks as stored: when due, state, calendar in force, paused time."""
         ...

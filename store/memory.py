@@ -252,6 +252,12 @@ class MemoryDeadlines:
         }
         return sorted(found)
 
+    def due_since(self, rules: Collection[str], since: datetime) -> list[str]:
+        found = {
+            key[0] for key, (due_at, _) in self.rows.items() if key[1] in rules and due_at >= since
+        }
+        return sorted(found)
+
     def timeline(self, order_id: str) -> list[DeadlineView]:
         return sorted(
             (

@@ -154,7 +154,7 @@ class SqlClosures:
         self.session = session
 
     def add(self, closure: Closure) -> None:
-        self.session.merge(ClosureRow(**closure.model_dump()))
+        self.session.merge(ClosureRow(**closure.model_dump()))  # an amendment replaces it
 
     def all(self) -> tuple[Closure, ...]:
         query = select(ClosureRow).order_by(ClosureRow.starts_at, ClosureRow.closure_id)
@@ -308,6 +308,15 @@ class SqlDeadlines:
         query = (
             select(DeadlineRow.order_id)
             .where(DeadlineRow.rule.in_(list(rules)), DeadlineRow.state.in_(OPEN_STATES))
+            .distinct()
+            .order_by(DeadlineRow.order_id)
+        )
+        return list(self.session.scalars(query))
+
+    def due_since(self, rules: Collection[str], since: datetime) -> list[str]:
+        query = (
+            select(DeadlineRow.order_id)
+            .where(DeadlineRow.rule.in_(list(rules)), DeadlineRow.due_at >= since)
             .distinct()
             .order_by(DeadlineRow.order_id)
         )

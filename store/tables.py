@@ -21,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
     func,
@@ -122,7 +123,7 @@ class DeadlineRow(Base):
     """pending -> enqueued (a timer holds it) -> fired | met; only the dispatcher enqueues."""
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    calendar: Mapped[str | None] = mapped_column(String(512))
+    calendar: Mapped[str | None] = mapped_column(Text)
     """A working-time clock's calendar in force when it was last computed."""
     paused: Mapped[list[list[str]] | None] = mapped_column(Json)
     """Stretches [start, end] (ISO 8601, UTC) a declared closure paused the clock for."""
@@ -280,3 +281,5 @@ class ClosureRow(Base):
     ends_at: Mapped[datetime] = mapped_column(UtcDateTime)
     calendars: Mapped[list[str]] = mapped_column(Json)
     reason: Mapped[str] = mapped_column(String(256))
+    declared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    declared_by: Mapped[str] = mapped_column(Name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from datetime import datetime, timedelta
 from types import FrameType
 
@@ -47,8 +48,22 @@ class CalendarWatch:
     moved) and re-judges every open working-time clock, so the change reaches open items and
     not only new ones. The first check after a start sweeps too (a change made while down)."""
 
+    RETRY_AFTER = 30.0
+    """Seconds before a failed sweep is tried again (it must not hold up dispatching)."""
+
     def __init__(self) -> None:
         self.seen: str | None = None
+        self.retry_at = 0.0
+
+    def check_safely(self, policy: Policy, uow: UnitOfWork, now: datetime) -> None:
+        """`check`, but a failure is logged and retried later: due deadlines go out meanwhile."""
+        if time.monotonic() < self.retry_at:
+            return
+        try:
+            self.check(policy, uow, now)
+        except Exception:  # noqa: BLE001 - an outage or a bad calendar: dispatch goes on
+            self.retry_at = time.monotonic() + self.RETRY_AFTER
+            log.exception("calendar sweep failed; retrying later", retry_s=self.RETRY_AFTER)
 
     def check(self, policy: Policy, uow: UnitOfWork, now: datetime) -> int | None:
         """The number of streams re-judged, or None when the calendars did not change."""
@@ -76,7 +91,7 @@ def run_dispatcher(app: App, stop: threading.Event | None = None) -> None:
     log.info("dispatcher started", horizon_s=app.settings.timer_horizon)
     while not stop.is_set():
         try:
-            calendars.check(app.policy, app.uow(), app.clock.now())
+            calendars.check_safely(app.policy, app.uow(), app.clock.now())
             claimed = dispatch_once(app.uow(), app.clock.now(), timers, celery_publish)
             relay_step(app.engine, app.clock, app.settings)  # alerts: never raises
             failures = 0

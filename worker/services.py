@@ -86,18 +86,39 @@ def publish_announcement(
 def declare_closure(
     event: ClosureDeclared, uow: UnitOfWork, now: datetime, policy: Policy
 ) -> list[Outcome]:
-    """A platform-declared closure pauses working-time clocks: every case with an open one is
-    re-judged now, so its deadline (and warning) moves — a changed calendar reaches open
-    items, not only new ones."""
+    """A platform-declared closure pauses working-time clocks. Every stream with such a clock
+    due after the closure starts — open, fired or met — is re-judged now, so the outcome does
+    not depend on whether the closure arrived before or after the clock's evidence. A later
+    declaration of the same `closure_id` amends it; an earlier one arriving late changes
+    nothing."""
     if not _first_delivery(event, uow, now):
         return []
-    uow.closures.add(Closure.model_validate(event, from_attributes=True))
-    return recalendar(uow, now, policy)
+    closure = Closure.model_validate(
+        {
+            **event.model_dump(include=set(Closure.model_fields)),
+            "declared_at": event.occurred_at,
+            "declared_by": event.event_id,
+        }
+    )
+    previous = next((c for c in uow.closures.all() if c.closure_id == closure.closure_id), None)
+    if previous is not None and not closure.supersedes(previous):
+        return []
+    unknown = sorted(set(closure.calendars) - set(policy.calendars))
+    if unknown:
+        log.warning(
+            "closure names unknown calendars", closure_id=closure.closure_id, unknown=unknown
+        )
+    uow.closures.add(closure)
+    since = min(closure.starts_at, previous.starts_at) if previous else closure.starts_at
+    made: list[Outcome] = []
+    for order_id in uow.deadlines.due_since(WORKING_TIME_RULES, since):
+        made += reconcile_order(uow.orders.lock(order_id), uow, now, policy)
+    return made
 
 
 def recalendar(uow: UnitOfWork, now: datetime, policy: Policy) -> list[Outcome]:
     """Re-judge every stream with an open working-time clock against the calendars in force
-    now (after a closure, or an edited calendar in the policy file)."""
+    now (an edited calendar in the policy file reaches open items, not only new ones)."""
     made: list[Outcome] = []
     for order_id in uow.deadlines.open_orders(WORKING_TIME_RULES):
         made += reconcile_order(uow.orders.lock(order_id), uow, now, policy)

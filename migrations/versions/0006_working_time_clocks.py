@@ -27,10 +27,12 @@ def upgrade() -> None:
         sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("calendars", JSON, nullable=False),
         sa.Column("reason", sa.String(length=256), nullable=False),
+        sa.Column("declared_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("declared_by", sa.String(length=128), nullable=False),
         sa.PrimaryKeyConstraint("closure_id", name=op.f("pk_closures")),
     )
     with op.batch_alter_table("deadlines") as batch:
-        batch.add_column(sa.Column("calendar", sa.String(length=512), nullable=True))
+        batch.add_column(sa.Column("calendar", sa.Text(), nullable=True))
         batch.add_column(sa.Column("paused", JSON, nullable=True))
 
 

@@ -1,4 +1,4 @@
-"""Event contract v1: strict parsing, errors that name the field and the reason."""
+"""Event contract v3: strict parsing, errors that name the field and the reason."""
 
 from __future__ import annotations
 
@@ -125,3 +125,38 @@ def test_the_published_schema_covers_every_event_type() -> None:
         "calendar.closure_declared",
     }
     assert schema["$defs"]["OrderCreated"]["additionalProperties"] is False
+
+
+def _case(kind: str, **fields: Any) -> bytes:
+    return orjson.dumps(
+        {"type": kind, "event_id": "e-9", "occurred_at": "2026-03-02T09:00:00Z", **fields}
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "reason"),
+    [
+        (_case("ipr.complaint_filed", complaint_id="C1", merchant_id="m", order_id="o1"),
+         "order_id", "must be 'ipr:C1'"),
+        (_case("ipr.complaint_filed", merchant_id="m"), "complaint_id", "required"),
+        (_case("ipr.complaint_filed", complaint_id="C" * 125, merchant_id="m"),
+         "complaint_id", "at most 124"),
+        (_case("cs.inquiry_received", inquiry_id=" Q1"), "inquiry_id", "pattern"),
+        (_case("ipr.complaint_decided", complaint_id="C1", decision="maybe"), "decision", ""),
+        (_case("order.delivered", order_id="ipr:C1"), "order_id", "reserved"),
+        (_case("return.requested", order_id="o1"), "return_id", "required"),
+        (_case("calendar.closure_declared", closure_id="t", starts_at="2026-03-02T09:00:00Z",
+               ends_at="2026-03-02T08:00:00Z"), "ends_at", "after starts_at"),
+        (_case("calendar.closure_declared", closure_id="t", starts_at="2026-03-02T09:00:00Z",
+               ends_at="2026-06-02T09:00:00Z"), "ends_at", "at most 90 days"),
+    ],
+)  # fmt: skip
+def test_working_time_events_name_the_field_and_reason(raw: bytes, field: str, reason: str) -> None:
+    error = _error(raw)
+    assert error.field == field
+    assert reason in error.reason
+
+
+def test_a_case_event_takes_its_stream_key_from_its_case_id() -> None:
+    assert parse_event(_case("cs.inquiry_received", inquiry_id="Q1")).order_id == "cs:Q1"
+    assert parse_event(_case("ipr.response_filed", complaint_id="C1")).order_id == "ipr:C1"

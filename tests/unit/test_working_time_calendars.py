@@ -4,7 +4,7 @@ holidays, Lunar New Year and daylight-saving switches."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -69,8 +69,35 @@ def test_a_complaint_received_on_a_holiday_starts_on_the_next_working_day(rules:
 
 def test_the_calendar_in_force_is_named_with_the_deadline(rules: Policy) -> None:
     calendar = rules.deadline("ipr_response_overdue", hk(2026, 11, 20, 15, 0)).calendar
-    assert calendar.startswith("hk_working_days: working days in Asia/Hong_Kong, HK public")
-    assert "holidays 0.109" in calendar
+    assert calendar.startswith("hk_working_days: working days in Asia/Hong_Kong, HK holidays")
+    assert "public+optional; holidays 0.109" in calendar
+
+
+# Hong Kong's general holidays of 2026 as gazetted (the weekdays among them): the calendar
+# must know each one, statutory or not — Good Friday and the Easter days are not statutory
+HK_GENERAL_HOLIDAYS_2026 = [
+    (1, 1), (2, 17), (2, 18), (2, 19), (4, 3), (4, 6), (4, 7), (5, 1), (5, 25), (6, 19),
+    (7, 1), (10, 1), (10, 19), (12, 25),
+]  # fmt: skip
+
+
+def test_every_hong_kong_general_holiday_is_a_day_off() -> None:
+    calendar = WorkingDays()
+    for month, day in HK_GENERAL_HOLIDAYS_2026:
+        assert not calendar.is_working_day(date(2026, month, day)), (month, day)
+    assert calendar.is_working_day(date(2026, 4, 8))
+
+
+def test_good_friday_and_the_easter_days_are_skipped(rules: Policy) -> None:
+    # received Thursday 2 April 2026: 3, 4 (Sat), 5 (Sun), 6 and 7 April are days off
+    due = rules.deadline("ipr_response_overdue", hk(2026, 4, 2, 10, 0)).due_at
+    assert due == hk(2026, 4, 10, 0, 0)  # Wednesday 8 and Thursday 9
+
+
+def test_a_region_must_know_the_holiday_categories() -> None:
+    with pytest.raises(ValidationError, match="US has no holiday category 'optional'"):
+        WorkingDays(region="US")
+    assert not WorkingDays(region="US", categories=("public",)).is_working_day(date(2026, 7, 3))
 
 
 # --- customer service: 24 hours within Sunday 21:00 - Friday 06:00, US Eastern ---------------
