@@ -263,12 +263,15 @@ class Supervised(Processes):
         self.broker_for = broker_for or {}
         self.lock = threading.RLock()
         self.exits: list[Exit] = []
+        self._log_start: dict[str, int] = {}
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, daemon=True)
         self._watcher.start()
 
     def start(self, role: str, name: str | None = None, *args: str) -> Any:
         with self.lock:
+            log = self._log(name or role)
+            self._log_start[name or role] = log.stat().st_size if log.exists() else 0
             return super().start(role, name, *args)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -295,6 +298,9 @@ class Supervised(Processes):
         self._watcher.join(timeout=10)
         super().stop_all()
 
+    def _log(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
     def _watch(self) -> None:
         while not self._stop.wait(0.2):
             with self.lock:
@@ -304,10 +310,12 @@ class Supervised(Processes):
                         self._restart_exited(name, code)
 
     def _restart_exited(self, name: str, code: int) -> None:
-        tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-6000:]
+        with self._log(name).open("rb") as log:  # this incarnation's output only
+            log.seek(self._log_start.get(name, 0))
+            tail = log.read().decode(errors="replace")[-6000:]
         self.exits.append(Exit(name, code, tail))
         FIGURES.add("supervised_restarts")
-        super().start(name.split("-")[0], name)
+        self.start(name.split("-")[0], name)
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """The oracle can fail. A record that `slatimer replay` itself wrote into PostgreSQL passes it;
 each fault planted in a copy of that record — an event lost, a ledger entry recorded twice, a
-violation graded differently or never raised, a deadline fired late — fails it, for the
-reason planted. Without this, a green fault suite could be an oracle that never looks."""
+violation graded differently or never raised, a breach raised and withdrawn with no late
+evidence to explain it, a deadline fired late — fails it, for the reason planted. Without
+this, a green fault suite could be an oracle that never looks."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from worker.replay import Replayer
 
 pytestmark = pytest.mark.faults
 
+EXACT = ("violation", "escalation", "retraction")
 FIRST_VIOLATION = "(select min(id) from outcomes where kind = 'violation' and not retracted)"
 PLANTS = {
     "an event lost": (
@@ -50,6 +52,19 @@ PLANTS = {
             f"delete from outcomes where id = {FIRST_VIOLATION}",
         ],
         "standing outcomes differ",
+    ),
+    "a breach raised and withdrawn, its evidence on time": (
+        [
+            "insert into outcomes (kind, order_id, merchant_id, rule, subject, category, clause,"
+            " at, severity, points, retracted) select 'violation', order_id, 'm-' || order_id,"
+            " 'collection_overdue', '', 'out_of_stock', '2.1.1', occurred_at + interval '1 s',"
+            " 'general', 4, true from inbox where type = 'order.created'"
+            " order by order_id limit 1",
+            "insert into retractions (outcome_id, order_id, rule, at, evidence) select id,"
+            " order_id, rule, at, 'planted' from outcomes"
+            " where id = (select max(id) from outcomes)",
+        ],
+        "outcomes differ",
     ),
     "a deadline fired late": (
         [
@@ -94,7 +109,7 @@ def test_the_oracle_passes_replays_record_and_fails_on_each_planted_fault(
     caught = []
     with FIGURES.untallied():  # a check of the oracle, not a run of the runtime
         # Then the oracle passes it as it is
-        check_after_drain(pg, producer, policy_file)
+        check_after_drain(pg, producer, policy_file, exact=EXACT)
         for number, (plant, (statements, reason)) in enumerate(PLANTS.items()):
             # and fails a copy with one fault planted, naming that fault
             with copy_of(pg, f"planted_{number}") as planted:
@@ -102,6 +117,6 @@ def test_the_oracle_passes_replays_record_and_fails_on_each_planted_fault(
                     for statement in statements:
                         connection.execute(text(statement))
                 with pytest.raises(AssertionError, match=reason):
-                    check_after_drain(planted, producer, policy_file)
+                    check_after_drain(planted, producer, policy_file, exact=EXACT)
             caught.append(plant)
     FIGURES.add("planted_faults_caught", len(caught))
