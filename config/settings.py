@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     ingest_batch_size: int = Field(default=500, ge=1, le=10_000)
     ingest_batch_wait: float = Field(default=0.2, gt=0)
     """Seconds to wait for a batch to fill before handling what has arrived."""
+    ingest_visibility_timeout: float = Field(default=120, gt=0)
+    """Redis: seconds after which a batch taken by a consumer that died before acknowledging it
+    goes back on the order queue (its own unacked keys: Celery's 2 h timeout is for ETA tasks).
+    Keep it above the longest time a batch takes; a batch that overruns is handled twice, which
+    the inbox makes harmless."""
     max_clock_skew: float = Field(default=3600, ge=0)
     """Seconds an event's occurred_at may lie in the future (producer clock skew) before refusal."""
 

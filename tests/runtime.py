@@ -49,12 +49,15 @@ class Processes:
         log = (self.log_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "worker", role, *args],
-            env=self.env,
+            env=self.env_for(role),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         self.running[name] = process
         return process
+
+    def env_for(self, role: str) -> dict[str, str]:
+        return self.env
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.running.pop(name)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
+from queue import Empty
 from types import FrameType
 from typing import Any
 
@@ -51,6 +52,8 @@ PERSISTENT = 2
 PUBLISH_RETRY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3}
 IDLE_TICK = 1.0
 """Seconds a waiting consumer blocks before it looks at its stop flag again."""
+RESTORE_EVERY = 1.0
+"""Seconds between two looks for abandoned batches (Redis: taken, never acknowledged)."""
 
 
 class DatabaseUnavailable(Exception):
@@ -76,13 +79,22 @@ def connect(settings: Settings, url: str | None = None) -> Connection:
 
 
 def transport_options(url: str, settings: Settings) -> dict[str, Any]:
-    """Redis: the unacked-restore timeout Celery uses too; RabbitMQ: publisher confirms, so a
-    publish returns once the broker has the message. The embedded transport gets none: it hands
-    its options to SQLAlchemy's create_engine, which refuses unknown ones (polling_interval)."""
+    """Redis: kombu records a consumer's unacknowledged messages in a db-wide hash; ingest keeps
+    its own (hash, index, mutex) with its own visibility timeout, so a killed consumer's batch
+    comes back in minutes, and Celery's held ETA tasks (2 h timeout) are never touched by it.
+    RabbitMQ: publisher confirms, so a publish returns once the broker has the message. The
+    embedded transport gets none: it hands its options to SQLAlchemy's create_engine, which
+    refuses unknown ones (polling_interval)."""
     if url.startswith(("amqp", "pyamqp")):
         return {"confirm_publish": True}
     if url.startswith("redis"):
-        return {"visibility_timeout": settings.visibility_timeout}
+        unacked = f"{settings.order_queue}.unacked"
+        return {
+            "visibility_timeout": settings.ingest_visibility_timeout,
+            "unacked_key": unacked,
+            "unacked_index_key": f"{unacked}_index",
+            "unacked_mutex_key": f"{unacked}_mutex",
+        }
     return {}
 
 
@@ -160,6 +172,7 @@ class Ingestor:
         self.stop = threading.Event()
         self.once_idle = max(once_idle, app.settings.ingest_batch_wait)
         self.failures = 0
+        self._next_restore = 0.0
 
     def run(self, once: bool = False) -> int:
         """Consume until stopped, reconnecting with backoff. With `once`: until the queue has
@@ -215,13 +228,27 @@ class Ingestor:
         log.info("consuming", queue=self.queue.name, broker=connection.as_uri())
         with consumer:
             while not self.stop.is_set():
+                self._restore_abandoned(consumer.channel)
                 batch = self._collect(connection, buffer, self.once_idle if once else IDLE_TICK)
                 if batch:
+                    _settle_pop(consumer.channel)
                     self._handle(batch)
                 elif once:
                     return
                 else:
                     self.failures = 0  # connected, idle, nothing failing: backoff starts over
+
+    def _restore_abandoned(self, channel: Any) -> None:
+        """Redis: put back on the queue what a consumer killed mid-batch took and never
+        acknowledged, once older than the visibility timeout. kombu does it only now and then
+        from an idle poll (never while the queue stays busy); RabbitMQ needs nothing of the kind:
+        it requeues a dead connection's messages itself."""
+        if time.monotonic() < self._next_restore:
+            return
+        self._next_restore = time.monotonic() + RESTORE_EVERY
+        restore = getattr(getattr(channel, "qos", None), "restore_visible", None)
+        if restore is not None:
+            restore(num=self.settings.ingest_batch_size, interval=1)
 
     def _collect(self, connection: Connection, buffer: list[Message], idle: float) -> list[Message]:
         """Wait up to `idle` s for a first message, then up to `ingest_batch_wait` s from its
@@ -266,6 +293,19 @@ class Ingestor:
                 "dead-lettered", queue=self.queue.name, field=letter.field, reason=letter.reason
             )
         log.info("batch", size=len(batch), accepted=result.accepted, outcomes=len(result.outcomes))
+
+
+def _settle_pop(channel: Any) -> None:
+    """Redis: read the reply of the BRPOP still outstanding when a batch is cut, before handling
+    the batch. Redis pops a message for it while the batch is handled, and kombu records it as
+    unacknowledged only once read: a consumer killed meanwhile lost that message for good. Read
+    now, it waits in the buffer for the next batch, recorded (so restored if we die). Costs at
+    most kombu's BRPOP timeout (1 s) on an idle queue; other transports have no such window."""
+    if getattr(channel, "_in_poll", None) and hasattr(channel, "_brpop_read"):
+        try:
+            channel._brpop_read()
+        except Empty:
+            pass  # the BRPOP timed out: nothing was popped
 
 
 def _requeue(batch: list[Message]) -> None:

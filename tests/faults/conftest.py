@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from store.sql import make_engine
 from tests.faults.figures import FIGURES
-from tests.faults.servers import PrivatePostgres, PrivateRedis, Proxy, started
+from tests.faults.servers import PrivatePostgres, PrivateRabbit, PrivateRedis, Proxy, started
 
 
 @pytest.fixture()
@@ -36,6 +36,14 @@ def pg(private_pg: PrivatePostgres) -> Iterator[Engine]:
 def private_redis() -> Iterator[PrivateRedis]:
     """A Redis with AOF (`appendfsync everysec`) of this test's own; `.crash()` / `.start()`."""
     server = started(PrivateRedis(), "start")
+    yield server
+    server.destroy()
+
+
+@pytest.fixture()
+def private_rabbit() -> Iterator[PrivateRabbit]:
+    """A RabbitMQ node of this test's own; `.crash()` (kill -9) / `.start()` on its data."""
+    server = started(PrivateRabbit(), "start")
     yield server
     server.destroy()
 

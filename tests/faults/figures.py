@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,16 @@ ROWS = [
     ("events_lost", "events lost (must be 0)"),
     ("duplicate_outcomes", "duplicate outcomes/ledger/alerts/inbox rows (must be 0)"),
     ("outcomes_checked", "outcomes compared with `slatimer replay`"),
+    ("withdrawn_on_late_arrival", "breaches raised, then withdrawn on evidence received late"),
     ("late_deadlines", "deadlines fired late beyond the tolerance"),
     ("max_lateness_s", "worst lateness of a fired deadline (s)"),
     ("alerts_delivered", "alerts delivered (every one at least once)"),
     ("bad_messages_tried", "bad messages tried"),
     ("bad_messages_dead_lettered", "bad messages dead-lettered"),
     ("exits_on_bad_input", "process exits caused by bad input (must be 0)"),
+    ("supervised_restarts", "worker exits on a Redis loss (kombu bug), restarted by supervisor"),
     ("model_steps", "state-machine steps (SQLite store vs oracle)"),
+    ("planted_faults_caught", "faults planted in a replayed record that the oracle caught"),
 ]
 
 
@@ -40,6 +45,15 @@ class Figures:
 
     def peak(self, name: str, value: float) -> None:
         self.maxima[name] = round(max(self.maxima.get(name, 0.0), value), 2)
+
+    @contextmanager
+    def untallied(self) -> Iterator[None]:
+        """Whatever is counted inside the block is forgotten after it."""
+        counts, maxima = self.counts.copy(), dict(self.maxima)
+        try:
+            yield
+        finally:
+            self.counts, self.maxima = counts, maxima
 
     def as_dict(self) -> dict[str, Any]:
         return {

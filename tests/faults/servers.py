@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -43,6 +44,13 @@ def started(server: Any, start: str) -> Any:
             raise
         pytest.skip(f"cannot start a private server: {error}")
     return server
+
+
+def installed(name: str) -> str:
+    binary = shutil.which(name)
+    if binary is None:
+        raise ServerUnavailable(f"{name} is not installed")
+    return binary
 
 
 def free_port() -> int:
@@ -153,9 +161,7 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise ServerUnavailable("redis-server is not installed")
+        binary = installed("redis-server")
         log = (self.directory / "server.log").open("ab")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
@@ -186,6 +192,84 @@ class PrivateRedis:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
+class PrivateRabbit:
+    """A RabbitMQ node of the test's own: its own node name, ports and data directory, run as
+    the `rabbitmq` user (the packaged `rabbitmq-server` switches to it when started as root).
+    `.crash()` = `kill -9` of its Erlang VM; `.start()` on the same data directory recovers
+    durable queues and persistent messages (a publisher confirm means the message is on disk)."""
+
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="slt-rabbit-")))
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    crashes: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def start(self) -> None:
+        binary = installed("rabbitmq-server")
+        (self.directory / "enabled_plugins").write_text("[].\n")
+        # its own config file: the machine's (/etc/rabbitmq) would bind the shared node's port
+        (self.directory / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = 127.0.0.1:{self.port}\n"
+        )
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "rabbitmq", "rabbitmq")
+            for path in self.directory.iterdir():
+                shutil.chown(path, "rabbitmq", "rabbitmq")
+        log = (self.directory / "server.out").open("ab")
+        self.process = subprocess.Popen(
+            [binary], env={**os.environ, **self._env()}, stdout=log, stderr=subprocess.STDOUT
+        )
+        self._wait_ready()
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "RABBITMQ_NODENAME": f"slt{self.port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_MNESIA_BASE": str(self.directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.directory / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.directory / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq"),
+            "RABBITMQ_PID_FILE": str(self.directory / "node.pid"),
+        }
+
+    def _wait_ready(self) -> None:
+        import kombu
+
+        deadline = time.monotonic() + START_TIMEOUT * 2
+        while True:
+            try:
+                with kombu.Connection(self.url, connect_timeout=1) as connection:
+                    connection.connect()
+                return
+            except Exception as error:  # noqa: BLE001 - not up yet
+                exited = self.process is not None and self.process.poll() is not None
+                if exited or time.monotonic() > deadline:
+                    raise ServerUnavailable(f"RabbitMQ on {self.port}: {error}") from error
+                time.sleep(0.2)
+
+    def crash(self) -> None:
+        """`kill -9` of the node's Erlang VM (beam.smp), as a machine losing power would."""
+        pid = int((self.directory / "node.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        assert self.process is not None
+        self.process.wait(timeout=30)
+        self.crashes += 1
+
+    def destroy(self) -> None:
+        if self.process and self.process.poll() is None:
+            try:
+                self.crash()
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                self.process.kill()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -271,11 +355,16 @@ class Proxy:
 
 
 def _reset(sock: socket.socket) -> None:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
+    """Drop the connection. `close()` alone is not enough: while a pipe thread is blocked in
+    `recv` on the socket the kernel keeps it open, and the peer is left on a silent,
+    half-open connection (kombu notices only after its 50 s BRPOP stale check). `shutdown`
+    wakes that thread and ends the connection at once; linger 0 makes the close a reset."""
+    for step in (
+        lambda: sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)),
+        lambda: sock.shutdown(socket.SHUT_RDWR),
+        sock.close,
+    ):
+        try:
+            step()
+        except OSError:
+            pass

@@ -62,12 +62,13 @@ class OrderQueue:
             return int(queue.queue_declare().message_count)
 
     def unacked_on_redis(self) -> int:
-        """Messages a Redis consumer took but has not acknowledged (kombu keeps them in the
-        db-wide `unacked` hash; ours are told apart by their exchange)."""
+        """Messages a Redis consumer took but has not acknowledged (ingest keeps them in its
+        own hash, worker.ingest.transport_options; ours are told apart by their exchange)."""
         if self.kind != "redis":
             return 0
         client = redis.Redis.from_url(self.settings.broker_url)
-        entries = [orjson.loads(raw) for raw in client.hvals("unacked")]
+        unacked = client.hvals(f"{self.settings.order_queue}.unacked")
+        entries = [orjson.loads(raw) for raw in unacked]
         return sum(1 for entry in entries if entry[1] == self.settings.order_exchange)
 
     def delete(self) -> None:

@@ -220,6 +220,45 @@ def test_the_consumer_reconnects_after_losing_redis(
     assert (queue.depth(), queue.unacked_on_redis()) == (0, 0)
 
 
+TAKE_AND_HANG = """
+import sys, time
+from config.settings import Settings
+from worker.ingest import connect, order_queue
+settings = Settings()
+taken = []
+with connect(settings) as connection:
+    consumer = connection.Consumer([order_queue(settings)], on_message=taken.append)
+    with consumer:
+        while len(taken) < 2:
+            connection.drain_events(timeout=10)
+        print("taken", flush=True)
+        time.sleep(600)
+"""
+
+
+def test_a_batch_taken_by_a_killed_consumer_is_back_after_the_ingest_visibility_timeout(
+    redis_url: str, pg_engine: Engine, make_order_queue: Any
+) -> None:
+    # Given a consumer that took two events and was killed (SIGKILL) before acknowledging them
+    queue: OrderQueue = make_order_queue(redis_url, database_url(pg_engine))
+    settings = queue.settings.model_copy(update={"ingest_visibility_timeout": 1})
+    publish_events(redis_url, [created("e1", "o1"), created("e2", "o2")], settings)
+    env = {**queue.env, "SLATIMER_INGEST_VISIBILITY_TIMEOUT": "1"}
+    taker = subprocess.Popen(
+        [sys.executable, "-c", TAKE_AND_HANG], env=env, cwd=ROOT, stdout=subprocess.PIPE
+    )
+    assert taker.stdout is not None and taker.stdout.readline().strip() == b"taken"
+    taker.kill()
+    taker.wait(timeout=10)
+    assert (queue.depth(), queue.unacked_on_redis()) == (0, 2)
+    # When another consumer runs
+    ingestor = Ingestor(bootstrap(settings))
+    with running(ingestor):
+        # Then it finds them abandoned, takes them back and records them, within seconds
+        wait_for(lambda: ingestor.stats.accepted == 2, timeout=15)
+    assert (queue.depth(), queue.unacked_on_redis()) == (0, 0)
+
+
 def test_an_unreachable_broker_is_retried_with_backoff_until_stopped() -> None:
     settings = Settings(broker_url="redis://127.0.0.1:9/0", database_url="sqlite://")
     assert Ingestor(bootstrap(settings)).run(once=True) == 1
