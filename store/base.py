@@ -181,9 +181,13 @@ class UnitOfWork(Protocol):
         ...
 
     def batch(
-        self, order_ids: Sequence[str], event_ids: Sequence[str] = ()
+        self,
+        order_ids: Sequence[str],
+        event_ids: Sequence[str] = (),
+        moments: Sequence[datetime] = (),
     ) -> AbstractContextManager[UnitOfWork]:
-        """A view of this transaction for a batch touching these orders and events: reads them
-        at once and writes at the end of the block (or raises `Unisolated`, see there). It
-        must not be committed; an exception leaves this transaction as it was before."""
+        """A view of this transaction for a batch touching these orders and events (and dating
+        its outcomes around `moments`): reads them at once and writes at the end of the block
+        (or raises `Unisolated`, see there). It must not be committed; an exception leaves this
+        transaction as it was before."""
         ...

@@ -348,7 +348,10 @@ class MemoryUnitOfWork:
 
     @contextmanager
     def batch(
-        self, order_ids: Sequence[str], event_ids: Sequence[str] = ()
+        self,
+        order_ids: Sequence[str],
+        event_ids: Sequence[str] = (),
+        moments: Sequence[datetime] = (),
     ) -> Iterator[MemoryUnitOfWork]:
         """Memory is already as fast as a batch gets: the batch is this unit of work."""
         with self.savepoint():

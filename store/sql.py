@@ -518,13 +518,16 @@ class SqlUnitOfWork:
 
     @contextmanager
     def batch(
-        self, order_ids: Sequence[str], event_ids: Sequence[str] = ()
+        self,
+        order_ids: Sequence[str],
+        event_ids: Sequence[str] = (),
+        moments: Sequence[datetime] = (),
     ) -> Iterator[BatchedUnitOfWork]:
         """store/sql_batch.py: set-based reads and writes for a batch, in one savepoint."""
         from store.sql_batch import BatchedUnitOfWork  # it builds on this module
 
         with self.session.begin_nested():
-            batched = BatchedUnitOfWork(self, order_ids, event_ids)
+            batched = BatchedUnitOfWork(self, order_ids, event_ids, moments)
             yield batched
             batched.finish()
 

@@ -17,10 +17,10 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -173,6 +173,42 @@ class BatchedAnnouncements:
         return self.cached
 
 
+class Window:
+    """Merchant-wide sums for windows that end at one of the batch's moments, read once per
+    batch: `[at - width, at]` for every `at` in [lo, hi] is the shared core [hi - width, lo]
+    (one aggregate per merchant) plus two thin edges (read row by row). A question outside
+    that shape is asked of the database as usual."""
+
+    def __init__(self, lo: datetime, hi: datetime, width: timedelta, merchants: set[str]) -> None:
+        self.lo, self.hi, self.width = lo, hi, width
+        self.merchants = merchants
+        self.core: dict[str, int] = {}
+        self.edges: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
+
+    def covers(self, merchant_id: str, since: datetime, until: datetime) -> bool:
+        return (
+            merchant_id in self.merchants
+            and self.width == until - since
+            and self.lo <= until <= self.hi
+            and self.hi - self.width <= self.lo
+        )
+
+    def core_bounds(self) -> tuple[datetime, datetime]:
+        return self.hi - self.width, self.lo
+
+    def edge_bounds(self) -> tuple[datetime, datetime, datetime, datetime]:
+        """[lo - width, hi - width) and (lo, hi]."""
+        return self.lo - self.width, self.hi - self.width, self.lo, self.hi
+
+    def total(self, merchant_id: str, since: datetime, until: datetime, closed: bool) -> int:
+        edge = sum(
+            points
+            for at, points in self.edges.get(merchant_id, ())
+            if since <= at and (at <= until if closed else at < until)
+        )
+        return self.core.get(merchant_id, 0) + edge
+
+
 class BatchedOutcomes:
     """Outcomes of the batch's orders from memory; merchant-wide questions ask the database
     and add what is still buffered."""
@@ -203,7 +239,10 @@ class BatchedOutcomes:
     ) -> bool:
         if self._buffered(merchant_id, category, since, until):
             return True
-        return self.uow.sql.outcomes.any_violation_between(merchant_id, category, since, until)
+        window = self.uow.window(("violations", category), merchant_id, since, until)
+        if window is None:
+            return self.uow.sql.outcomes.any_violation_between(merchant_id, category, since, until)
+        return window.total(merchant_id, since, until, closed=False) > 0
 
     def points_between(
         self, merchant_id: str, category: str, severity: str, since: datetime, until: datetime
@@ -301,7 +340,11 @@ class BatchedLedger:
         return self.uow.sql.ledger.totals()
 
     def standing(self, merchant_id: str, since: datetime, until: datetime) -> int:
-        stored = self.uow.sql.ledger.standing(merchant_id, since, until)
+        window = self.uow.window(("ledger", ""), merchant_id, since, until)
+        if window is None:
+            stored = self.uow.sql.ledger.standing(merchant_id, since, until)
+        else:
+            stored = window.total(merchant_id, since, until, closed=True)
         return stored + sum(
             int(row["points"])
             for row in self.uow.buffer.pending(LEDGER)
@@ -342,9 +385,17 @@ class BatchedUnitOfWork:
     """The batch's view of one SqlUnitOfWork transaction (see the module docstring)."""
 
     def __init__(
-        self, sql: SqlUnitOfWork, order_ids: Sequence[str], event_ids: Sequence[str]
+        self,
+        sql: SqlUnitOfWork,
+        order_ids: Sequence[str],
+        event_ids: Sequence[str],
+        moments: Sequence[datetime] = (),
     ) -> None:
+        """`moments`: when the batch's outcomes will most likely be dated (a timer group's due
+        times); merchant-wide questions about windows ending then are read once (`Window`)."""
         self.sql = sql
+        self.span = (min(moments), max(moments)) if moments else None
+        self.windows: dict[tuple[str, str], Window | None] = {}
         self.session = sql.session
         self.buffer = Buffer(self.session)
         ids = sorted(set(order_ids))
@@ -368,8 +419,27 @@ class BatchedUnitOfWork:
         self.deadlines.rows.update(_deadlines_of(self.session, [order_id]))
         return state
 
+    def window(
+        self, kind: tuple[str, str], merchant_id: str, since: datetime, until: datetime
+    ) -> Window | None:
+        """The batch's window of this kind for the merchants of its orders, read on first use
+        (again after a flush); None if the question does not fit it (no moments given, another
+        width, a time outside the span, a merchant the batch did not know when it was read)."""
+        if self.span is None:
+            return None
+        window = self.windows.get(kind)
+        if window is None or not window.covers(merchant_id, since, until):
+            known = {state.merchant_id for state in self.orders.states.values()}
+            window = Window(*self.span, until - since, {m for m in known if m is not None})
+            if not window.covers(merchant_id, since, until):
+                return None
+            _read_window(self.session, window, kind)
+            self.windows[kind] = window
+        return window
+
     def flush(self) -> None:
         """Write everything buffered (the unit of work still commits or rolls back as one)."""
+        self.windows.clear()  # they hold what was written before, not what is written now
         self.session.flush()
         self.orders.flush()
         self.deadlines.flush()
@@ -407,9 +477,42 @@ class BatchedUnitOfWork:
 
     @contextmanager
     def batch(
-        self, order_ids: Sequence[str], event_ids: Sequence[str] = ()
+        self,
+        order_ids: Sequence[str],
+        event_ids: Sequence[str] = (),
+        moments: Sequence[datetime] = (),
     ) -> Iterator[BatchedUnitOfWork]:
         yield self
+
+
+def _read_window(session: Session, window: Window, kind: tuple[str, str]) -> None:
+    """Fill a window: standing violations of a category (counted, over [at - width, at)), or
+    ledger points (summed, over [at - width, at])."""
+    table, at, amount, each, where, closed = _window_source(kind)
+    merchant = table.c.merchant_id
+    where.append(merchant.in_(sorted(window.merchants)))
+    first, last = window.core_bounds()
+    core = select(merchant, amount).where(*where, at >= first, at <= last if closed else at < last)
+    window.core.update({m: int(v) for m, v in session.execute(core.group_by(merchant))})
+    low, low_end, high, high_end = window.edge_bounds()
+    high_start = at > high if closed else at >= high
+    edges = select(merchant, at, each).where(
+        *where, ((at >= low) & (at < low_end)) | (high_start & (at <= high_end))
+    )
+    for merchant_id, moment, points in session.execute(edges):
+        window.edges[merchant_id].append((moment, int(points)))
+
+
+def _window_source(kind: tuple[str, str]) -> tuple[Table, Any, Any, Any, list[Any], bool]:
+    """(table, time column, aggregate, each row's amount, filters, closed) of a window kind."""
+    if kind[0] == "violations":
+        standing = [
+            OUTCOMES.c.category == kind[1],
+            OUTCOMES.c.kind == "violation",
+            OUTCOMES.c.retracted.is_(False),
+        ]
+        return OUTCOMES, OUTCOMES.c.at, func.count(), literal(1), standing, False
+    return LEDGER, LEDGER.c.outcome_at, func.sum(LEDGER.c.points), LEDGER.c.points, [], True
 
 
 def _insert(session: Session, table: Table) -> Any:

@@ -88,7 +88,8 @@ def fire_due(
     deadlines = list(deadlines)
     with uow_factory() as uow:
         try:
-            with uow.batch([deadline.order_id for deadline in deadlines]) as batched:
+            orders, moments = [d.order_id for d in deadlines], [d.due_at for d in deadlines]
+            with uow.batch(orders, moments=moments) as batched:
                 fired, early = _fire_all(deadlines, batched, clock, policy)
         except (OperationalError, InterfaceError):
             raise  # the database is away: the whole task retries
