@@ -12,15 +12,15 @@ import time
 from bench import b1_ingest, pending, replay, report, timers
 from bench.report import Figure
 
-QUICK = {"B1": 600, "B2": 15_000, "B2big": 40_000, "B3": 500, "B4": (50, 5), "B5": 10_000,
-         "vis": (20, 2.0, 8.0), "lead": 8}  # fmt: skip
-FULL = {"B1": 20_000, "B2": 1_000_000, "B2big": 10_000_000, "B3": 20_000, "B4": (1000, 60),
+QUICK = {"B1": 600, "B2": 10_000, "B2big": 25_000, "B3": 500, "B4": (50, 3), "B5": 10_000,
+         "vis": (20, 2.0, 6.0), "lead": 5}  # fmt: skip
+FULL = {"B1": 50_000, "B2": 1_000_000, "B2big": 10_000_000, "B3": 20_000, "B4": (1000, 60),
         "B5": 200_000, "vis": (200, 3.0, 15.0), "lead": 20}  # fmt: skip
 
 
 def b2(sizes: dict) -> list[Figure]:
     (n, per, per_order, c0, c1, c2, big, per_big, rss_s, rss_b) = pending.run(
-        sizes["B2"], sizes["B2big"]
+        sizes["B2"], sizes["B2big"], min(sizes["lead"], 8)
     )
     n_stats = timers.fire_naive(min(sizes["B3"], 5000), 1.0, sizes["lead"])
     rows = [Figure("B2", "bytes per pending deadline (PG, table+indexes)", per, "bytes",

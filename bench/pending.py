@@ -42,14 +42,14 @@ def bytes_per_deadline(stage: harness.Stage) -> tuple[int, float, float]:
     return int(count), deadlines / count, orders / count
 
 
-def rss_under_work(stage: harness.Stage, label: str) -> dict[str, float]:
+def rss_under_work(stage: harness.Stage, label: str, lead: float) -> dict[str, float]:
     """Start the three processes, ingest WORK events and fire WORK deadlines; max RSS (MiB)
     of each role's largest process over the run."""
     template = load.template(load_policy(DEFAULT_POLICY))
     peak = {"ingest": 0.0, "worker": 0.0, "dispatcher": 0.0}
     with harness.processes(stage.env, stage.logs) as children:
         started = {role: children.start(role, f"{role}-{label}") for role in peak}
-        due = datetime.now(UTC) + timedelta(seconds=8)
+        due = datetime.now(UTC) + timedelta(seconds=lead)
         load.load_orders(stage.dsn, template, f"f{label}-", WORK, due, timedelta(seconds=2),
                          "collection")  # fmt: skip
         _queue(stage, WORK, label)
@@ -68,7 +68,7 @@ def rss_under_work(stage: harness.Stage, label: str) -> dict[str, float]:
     return peak
 
 
-def run(count: int, big: int) -> list:
+def run(count: int, big: int, lead: float) -> list:
 
     template = load.template(load_policy(DEFAULT_POLICY))
     with harness.stage("b2") as stage:
@@ -76,7 +76,7 @@ def run(count: int, big: int) -> list:
         load.load_orders(stage.dsn, template, "soon-", 1000, soon, timedelta(seconds=60),
                          "collection")  # fmt: skip
         claim_small = claim_ms(stage)
-        rss_small = rss_under_work(stage, "s")
+        rss_small = rss_under_work(stage, "s", lead)
         later = datetime.now(UTC) + timedelta(hours=30)  # warnings (24 h, 6 h before) too
         orders = count // len(template.deadlines)
         load.load_orders(stage.dsn, template, "p-", orders, later, timedelta(hours=24))
@@ -84,7 +84,7 @@ def run(count: int, big: int) -> list:
                          "collection")  # fmt: skip
         pending, per_deadline, per_order_row = bytes_per_deadline(stage)
         claim_mid = claim_ms(stage)
-        rss_big = rss_under_work(stage, "b")
+        rss_big = rss_under_work(stage, "b", lead)
         load.load_bare_deadlines(stage.dsn, "bare-", big - pending, later)
         load.load_orders(stage.dsn, template, "soon3-", 1000, datetime.now(UTC) + timedelta(
             seconds=120), timedelta(seconds=60), "collection")  # fmt: skip

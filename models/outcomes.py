@@ -206,3 +206,17 @@ class Outcome:
             "deadline": iso(self.deadline) if self.deadline else None,
             "capped": self.capped,
         }
+
+    def as_recorded(self) -> Recorded:
+        """How a store keeps it: what later reconciliations of its order look at."""
+        assert self.kind in ("violation", "escalation", "warning")
+        return Recorded(
+            kind=self.kind,
+            rule=self.rule,
+            subject=self.subject,
+            category=self.category,
+            clause=self.clause,
+            at=self.at,
+            severity=self.severity,
+            points=self.points,
+        )

@@ -19,6 +19,11 @@ from models.rules import Clocked
 DeadlineState = Literal["pending", "enqueued", "met", "fired"]
 
 
+class Unisolated(Exception):
+    """A batched unit of work cannot undo one message's writes alone: a handler failed after it
+    wrote. Roll the batch back and redo it message by message on the plain unit of work."""
+
+
 @dataclass(frozen=True)
 class DueDeadline:
     """A pending clock whose time has come: fire it and re-judge its order."""
@@ -209,4 +214,16 @@ class UnitOfWork(Protocol):
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested transaction: an exception inside undoes only its writes, then propagates.
         Batches use one per message so a poison message cannot sink the others."""
+        ...
+
+    def batch(
+        self,
+        order_ids: Sequence[str],
+        event_ids: Sequence[str] = (),
+        moments: Sequence[datetime] = (),
+    ) -> AbstractContextManager[UnitOfWork]:
+        """A view of this transaction for a batch touching these orders and events (and dating
+        its outcomes around `moments`): reads them at once and writes at the end of the block
+        (or raises `Unisolated`, see there). It must not be committed; an exception leaves this
+        transaction as it was before."""
         ...

@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Engine, create_engine, event, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -37,6 +37,9 @@ from store.tables import (
     OutcomeRow,
     RetractionRow,
 )
+
+if TYPE_CHECKING:
+    from store.sql_batch import BatchedUnitOfWork
 
 OPEN_STATES = ("pending", "enqueued")
 
@@ -69,6 +72,105 @@ def _begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+Slot = tuple[str, str]
+
+
+def deadline_changes(
+    existing: dict[Slot, tuple[datetime, str]], current: Sequence[Clocked], now: datetime
+) -> list[tuple[Slot, datetime, str, Clocked | None]]:
+    """The (slot, due_at, state, clock) rows to write so an order's timer rows match its clocks:
+    open clocks pending at their time, vanished ones met (with no clock); a row already handed
+    to a timer (enqueued) at the same time is the dispatcher's and is left alone."""
+    changes: list[tuple[Slot, datetime, str, Clocked | None]] = []
+    for clock in current:
+        state, row = deadline_state(clock, now), existing.get(clock.slot)
+        if row == (clock.due_at, state):
+            continue
+        if row == (clock.due_at, "enqueued") and state == "pending":
+            continue  # already handed to a timer; the dispatcher owns it
+        changes.append((clock.slot, clock.due_at, state, clock))
+    wanted = {clock.slot for clock in current}
+    for slot, (due_at, was) in existing.items():
+        if slot not in wanted and was in OPEN_STATES:
+            changes.append((slot, due_at, "met", None))  # its obligation no longer applies
+    return changes
+
+
+def calendar_values(clock: Clocked) -> dict[str, Any]:
+    """A working-time clock's calendar and paused stretches, as the deadline row keeps them."""
+    calendar, paused = calendar_of(clock)
+    stored = [[start.isoformat(), end.isoformat()] for start, end in paused] or None
+    return {"calendar": calendar, "paused": stored}
+
+
+def inbox_values(event: Event, digest: str, received_at: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "order_id": event.order_id,
+        "type": event.type,
+        "occurred_at": event.occurred_at,
+        "received_at": received_at,
+        "digest": digest,
+        "body": event.model_dump(mode="json"),
+    }
+
+
+def outcome_values(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "kind": outcome.kind,
+        "order_id": outcome.order_id,
+        "merchant_id": outcome.merchant_id,
+        "rule": outcome.rule,
+        "subject": outcome.subject,
+        "category": outcome.category,
+        "clause": outcome.clause,
+        "at": outcome.at,
+        "severity": outcome.severity,
+        "points": outcome.points,
+        "retracted": False,
+    }
+
+
+def ledger_values(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "merchant_id": entry.merchant_id,
+        "order_id": entry.order_id,
+        "rule": entry.rule,
+        "subject": entry.subject,
+        "outcome_at": entry.outcome_at,
+        "entry": entry.entry,
+        "points": entry.points,
+        "at": entry.at,
+    }
+
+
+def alert_values(outcome: Outcome, created_at: datetime) -> dict[str, Any]:
+    return {
+        "alert_id": alert_id(outcome),
+        "merchant_id": outcome.merchant_id,
+        "order_id": outcome.order_id,
+        "kind": outcome.kind,
+        "rule": outcome.rule,
+        "body": alert_body(outcome),
+        "created_at": created_at,
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_at": created_at,
+    }
+
+
+def dead_letter_values(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "received_at": letter.received_at,
+        "source": letter.source,
+        "field": letter.field,
+        "reason": letter.reason,
+        "content_type": letter.content_type,
+        "body": letter.body,
+        "replayed_at": letter.replayed_at,
+    }
+
+
 class SqlInbox:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -77,17 +179,7 @@ class SqlInbox:
         return self.session.scalar(select(InboxRow.digest).where(InboxRow.event_id == event_id))
 
     def add(self, event: Event, digest: str, received_at: datetime) -> None:
-        self.session.add(
-            InboxRow(
-                event_id=event.event_id,
-                order_id=event.order_id,
-                type=event.type,
-                occurred_at=event.occurred_at,
-                received_at=received_at,
-                digest=digest,
-                body=event.model_dump(mode="json"),
-            )
-        )
+        self.session.add(InboxRow(**inbox_values(event, digest, received_at)))
 
 
 class SqlOrders:
@@ -173,21 +265,7 @@ class SqlOutcomes:
         return [_recorded(row) for row in rows]
 
     def record(self, outcome: Outcome) -> None:
-        self.session.add(
-            OutcomeRow(
-                kind=outcome.kind,
-                order_id=outcome.order_id,
-                merchant_id=outcome.merchant_id,
-                rule=outcome.rule,
-                subject=outcome.subject,
-                category=outcome.category,
-                clause=outcome.clause,
-                at=outcome.at,
-                severity=outcome.severity,
-                points=outcome.points,
-                retracted=False,
-            )
-        )
+        self.session.add(OutcomeRow(**outcome_values(outcome)))
         self.session.flush()  # constraints speak now, inside this transaction
 
     def withdraw(self, recorded: Recorded, retraction: Outcome) -> None:
@@ -268,16 +346,6 @@ def _recorded(row: OutcomeRow) -> Recorded:
     )
 
 
-def _keep_calendar(row: DeadlineRow, clock: Clocked) -> None:
-    """Record a working-time clock's calendar and pauses (only when they changed)."""
-    calendar, paused = calendar_of(clock)
-    stored = [[start.isoformat(), end.isoformat()] for start, end in paused] or None
-    if row.calendar != calendar:
-        row.calendar = calendar
-    if row.paused != stored:
-        row.paused = stored
-
-
 class SqlDeadlines:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -285,24 +353,16 @@ class SqlDeadlines:
     def sync(self, order_id: str, current: Sequence[Clocked], now: datetime) -> None:
         rows = self.session.scalars(select(DeadlineRow).where(DeadlineRow.order_id == order_id))
         existing = {(row.rule, row.subject): row for row in rows}
-        for clock in current:
-            state = deadline_state(clock, now)
-            row = existing.get(clock.slot)
+        seen = {slot: (row.due_at, row.state) for slot, row in existing.items()}
+        for slot, due_at, state, clock in deadline_changes(seen, current, now):
+            row = existing.get(slot)
             if row is None:
-                row = DeadlineRow(order_id=order_id, rule=clock.slot[0], subject=clock.slot[1])
+                row = DeadlineRow(order_id=order_id, rule=slot[0], subject=slot[1])
                 self.session.add(row)
-            _keep_calendar(row, clock)
-            if (row.due_at, row.state) == (clock.due_at, state):
-                continue
-            if row.state == "enqueued" and state == "pending" and row.due_at == clock.due_at:
-                continue  # already handed to a timer; the dispatcher owns it
-            row.due_at = clock.due_at
-            row.state = state
-            row.updated_at = now
-        wanted = {clock.slot for clock in current}
-        for slot, row in existing.items():
-            if slot not in wanted and row.state in OPEN_STATES:
-                row.state, row.updated_at = "met", now  # its obligation no longer applies
+            if clock is not None:
+                timing = calendar_values(clock)
+                row.calendar, row.paused = timing["calendar"], timing["paused"]
+            row.due_at, row.state, row.updated_at = due_at, state, now
 
     def open_orders(self, rules: Collection[str]) -> list[str]:
         query = (
@@ -406,18 +466,7 @@ class SqlLedger:
         self.session = session
 
     def add(self, entry: LedgerEntry) -> None:
-        self.session.add(
-            LedgerRow(
-                merchant_id=entry.merchant_id,
-                order_id=entry.order_id,
-                rule=entry.rule,
-                subject=entry.subject,
-                outcome_at=entry.outcome_at,
-                entry=entry.entry,
-                points=entry.points,
-                at=entry.at,
-            )
-        )
+        self.session.add(LedgerRow(**ledger_values(entry)))
 
     def standing(self, merchant_id: str, since: datetime, until: datetime) -> int:
         query = select(func.coalesce(func.sum(LedgerRow.points), 0)).where(
@@ -441,17 +490,7 @@ class SqlDeadLetters:
         self.session = session
 
     def add(self, letter: DeadLetter) -> None:
-        self.session.add(
-            DeadLetterRow(
-                received_at=letter.received_at,
-                source=letter.source,
-                field=letter.field,
-                reason=letter.reason,
-                content_type=letter.content_type,
-                body=letter.body,
-                replayed_at=letter.replayed_at,
-            )
-        )
+        self.session.add(DeadLetterRow(**dead_letter_values(letter)))
 
     def latest(self, limit: int) -> list[DeadLetter]:
         query = select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)
@@ -492,22 +531,8 @@ class SqlAlerts:
         self.session = session
 
     def add(self, outcome: Outcome, created_at: datetime) -> None:
-        if outcome.merchant_id is None:
-            return
-        self.session.add(
-            AlertRow(
-                alert_id=alert_id(outcome),
-                merchant_id=outcome.merchant_id,
-                order_id=outcome.order_id,
-                kind=outcome.kind,
-                rule=outcome.rule,
-                body=alert_body(outcome),
-                created_at=created_at,
-                state="pending",
-                attempts=0,
-                next_attempt_at=created_at,
-            )
-        )
+        if outcome.merchant_id is not None:
+            self.session.add(AlertRow(**alert_values(outcome, created_at)))
 
 
 class SqlUnitOfWork:
@@ -556,6 +581,21 @@ class SqlUnitOfWork:
     def savepoint(self) -> Iterator[None]:
         with self.session.begin_nested():
             yield
+
+    @contextmanager
+    def batch(
+        self,
+        order_ids: Sequence[str],
+        event_ids: Sequence[str] = (),
+        moments: Sequence[datetime] = (),
+    ) -> Iterator[BatchedUnitOfWork]:
+        """store/sql_batch.py: set-based reads and writes for a batch, in one savepoint."""
+        from store.sql_batch import BatchedUnitOfWork  # it builds on this module
+
+        with self.session.begin_nested():
+            batched = BatchedUnitOfWork(self, order_ids, event_ids, moments)
+            yield batched
+            batched.finish()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -46,6 +46,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        # structlog writes JSON lines to stderr itself; Celery's default redirect would pass
+        # each one through `logging` again, prefixed "[…: WARNING/ForkPoolWorker-1]" (not
+        # JSON any more, and ~10% of a child's CPU in a wave, docs/bench.md)
+        "worker_redirect_stdouts": False,
         "enable_utc": True,
         "timezone": "UTC",
     }

@@ -11,13 +11,17 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
+from models.events import Event, parse_event
 from models.outcomes import Outcome
 from models.policy import Policy
+from store.base import UnitOfWork
+from store.memory import MemoryUnitOfWork
 from store.tables import Base, InboxRow, LedgerRow, OutcomeRow, RetractionRow
 from tests.builders import DAY, T0, H, collected, created, event, stockout
 from tests.conftest import run, sql_uow, without_warnings
 from worker.replay import replay_lines
-from worker.services import record_event
+from worker.services import fire_deadline, record_event
+from worker.timers import group_for_eta
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "day-of-orders.jsonl"
 
@@ -180,7 +184,60 @@ def working_time_clocks_keep_their_calendar_and_pauses(engine: Engine, policy: P
     assert response.state == "pending"
 
 
+def batches_record_what_one_by_one_does(engine: Engine, policy: Policy) -> None:
+    """`uow.batch` (store/sql_batch.py) against the memory store, which handles a batch message
+    by message: the example's events in batches of 40, and before each batch the clocks due
+    by then, in groups an hour wide (many merchants' violations and escalations per group)."""
+    lines = [line for line in EXAMPLE.read_bytes().splitlines() if line.strip()]
+    events = sorted((parse_event(line) for line in lines), key=lambda event: event.occurred_at)
+    expected = drive_in_batches(events, policy, MemoryUnitOfWork())
+    assert any(o.kind == "violation" and o.severity == "serious" for o in expected)
+    assert drive_in_batches(events, policy, sql_uow(engine)) == expected
+
+
+def batches_judge_working_time_clocks_as_one_by_one_does(engine: Engine, policy: Policy) -> None:
+    """The working-time example (IPR complaints, an inquiry, a typhoon closure re-judging an
+    open complaint, a late return) through `uow.batch`, against the memory store; the batch
+    keeps each clock's calendar and paused stretch."""
+    path = EXAMPLE.parent / "working-time.jsonl"
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    events = sorted((parse_event(line) for line in lines), key=lambda event: event.occurred_at)
+    expected = drive_in_batches(events, policy, MemoryUnitOfWork())
+    assert {o.rule for o in expected} >= {"ipr_response_overdue", "cs_reply_overdue"}
+    assert drive_in_batches(events, policy, sql_uow(engine)) == expected
+    with sql_uow(engine) as uow:
+        views = {view.rule: view for view in uow.deadlines.timeline("ipr:IPR-2026-0042")}
+    review = views["ipr_review_overdue"]
+    assert review.calendar is not None and "closures typhoon-2026-02-24" in review.calendar
+    assert len(review.paused) == 1
+
+
+def drive_in_batches(events: list[Event], policy: Policy, uow: UnitOfWork) -> list[Outcome]:
+    made: list[Outcome] = []
+    for start in range(0, len(events), 40):
+        chunk = events[start : start + 40]
+        now = chunk[0].occurred_at
+        with uow:
+            due = uow.deadlines.due(now, 100_000)
+        for group in group_for_eta(due, timedelta(hours=1), 200):
+            with uow:
+                orders, moments = [d.order_id for d in group], [d.due_at for d in group]
+                with uow.batch(orders, moments=moments) as batched:
+                    for deadline in group:
+                        made += fire_deadline(deadline, batched, deadline.due_at, policy)
+                uow.commit()
+        with uow:
+            orders, ids = [e.order_id for e in chunk], [e.event_id for e in chunk]
+            with uow.batch(orders, ids) as batched:
+                for event in chunk:
+                    made += record_event(event, batched, max(event.occurred_at, now), policy)
+            uow.commit()
+    return made
+
+
 CHECKS = [
+    batches_record_what_one_by_one_does,
+    batches_judge_working_time_clocks_as_one_by_one_does,
     working_time_clocks_keep_their_calendar_and_pauses,
     several_cases_of_one_rule_keep_their_own_clocks,
     special_periods_reschedule_stored_orders,

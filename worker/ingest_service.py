@@ -18,10 +18,16 @@ import orjson
 import structlog
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from models.events import MAX_EVENT_BYTES, ContractError, Event, parse_event
+from models.events import (
+    MAX_EVENT_BYTES,
+    AnnouncementPublished,
+    ContractError,
+    Event,
+    parse_event,
+)
 from models.outcomes import Outcome, iso
 from models.policy import Policy
-from store.base import DeadLetter, UnitOfWork
+from store.base import DeadLetter, Unisolated, UnitOfWork
 from worker.services import record_event
 
 log = structlog.get_logger("slatimer.ingest")
@@ -88,39 +94,68 @@ def ingest_batch(
     max_skew: timedelta,
 ) -> BatchResult:
     """Handle a batch inside the caller's transaction (the caller commits, then acknowledges).
-    Raises only what the whole batch must be retried for (see `is_connectivity_error`)."""
-    result = BatchResult()
-    for message in messages:
-        refusal = _ingest_one(message, uow, now, policy, max_skew, result)
-        if refusal is not None:
-            letter = dead_letter(message, refusal, now, source)
-            uow.dead_letters.add(letter)
-            result.dead_letters.append(letter)
-    return result
+    Raises only what the whole batch must be retried for (see `is_connectivity_error`).
+
+    The batch is first handled set-based (`uow.batch`: a few queries for all its orders); if a
+    handler fails after writing, or a write fails, that attempt is rolled back and the batch is
+    handled again message by message, each in its own savepoint."""
+    checked = [_checked(message, now, max_skew) for message in messages]
+    events = [event for event in checked if not isinstance(event, ContractError)]
+    orders = [event.order_id for event in events if not isinstance(event, AnnouncementPublished)]
+    try:
+        with uow.batch(orders, [event.event_id for event in events]) as batched:
+            return _ingest_all(messages, checked, batched, now, policy, source)
+    except Exception as error:
+        if is_connectivity_error(error):
+            raise
+        log.warning("batch redone message by message", error=repr(error)[:500])
+    return _ingest_all(messages, checked, uow, now, policy, source)
 
 
-def _ingest_one(
-    message: RawMessage,
+def _checked(message: RawMessage, now: datetime, max_skew: timedelta) -> Event | ContractError:
+    try:
+        return accept(message, now, max_skew)
+    except ContractError as refused:
+        return refused
+
+
+def _ingest_all(
+    messages: Sequence[RawMessage],
+    checked: Sequence[Event | ContractError],
     uow: UnitOfWork,
     now: datetime,
     policy: Policy,
-    max_skew: timedelta,
-    result: BatchResult,
-) -> ContractError | None:
-    """Record one message in its own savepoint; return why it was refused, if it was."""
+    source: str,
+) -> BatchResult:
+    result = BatchResult()
+    for message, event in zip(messages, checked, strict=True):
+        refusal = event if isinstance(event, ContractError) else _record(event, uow, now, policy)
+        if isinstance(refusal, ContractError):
+            letter = dead_letter(message, refusal, now, source)
+            uow.dead_letters.add(letter)
+            result.dead_letters.append(letter)
+        else:
+            result.accepted += 1
+            result.outcomes += refusal
+    return result
+
+
+def _record(
+    event: Event, uow: UnitOfWork, now: datetime, policy: Policy
+) -> list[Outcome] | ContractError:
+    """Record one event in its own savepoint: its outcomes, or why it was refused."""
     try:
-        event = accept(message, now, max_skew)
         with uow.savepoint():
-            result.outcomes += record_event(event, uow, now, policy)
+            return record_event(event, uow, now, policy)
     except ContractError as refused:  # includes DuplicateEventId, raised inside the savepoint
         return refused
+    except Unisolated:
+        raise
     except Exception as bug:
         if is_connectivity_error(bug):
             raise
         log.exception("handler failed; message dead-lettered", error=repr(bug))
         return ContractError("(internal)", f"{type(bug).__name__}: {bug}")
-    result.accepted += 1
-    return None
 
 
 def accept(message: RawMessage, now: datetime, max_skew: timedelta) -> Event:

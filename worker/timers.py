@@ -17,7 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from models.clock import Clock
 from models.outcomes import iso
 from models.policy import Policy
-from store.base import DueDeadline, UnitOfWork
+from store.base import DueDeadline, Unisolated, UnitOfWork
 from worker import metrics
 from worker.services import fire_deadline
 
@@ -80,16 +80,36 @@ def fire_due(
     policy: Policy,
 ) -> tuple[int, list[DueDeadline]]:
     """Fire the deadlines whose time has come, each in its own savepoint, in one transaction.
-    Returns how many fired and those that arrived early (to be sent again at their time)."""
-    fired, early = 0, []
+    Returns how many fired and those that arrived early (to be sent again at their time).
+
+    The group is first fired set-based (`uow.batch`: its orders locked and read at once); if
+    a check fails after writing, or a write fails, that attempt is rolled back and the group
+    is fired again deadline by deadline, each in a real savepoint."""
+    deadlines = list(deadlines)
     with uow_factory() as uow:
-        for deadline in deadlines:
-            now = clock.now()
-            if deadline.due_at > now:
-                early.append(deadline)
-                continue
-            fired += _fire_one(deadline, uow, now, policy)
+        try:
+            orders, moments = [d.order_id for d in deadlines], [d.due_at for d in deadlines]
+            with uow.batch(orders, moments=moments) as batched:
+                fired, early = _fire_all(deadlines, batched, clock, policy)
+        except (OperationalError, InterfaceError):
+            raise  # the database is away: the whole task retries
+        except Exception as error:
+            log.warning("group fired again deadline by deadline", error=repr(error)[:500])
+            fired, early = _fire_all(deadlines, uow, clock, policy)
         uow.commit()
+    return fired, early
+
+
+def _fire_all(
+    deadlines: list[DueDeadline], uow: UnitOfWork, clock: Clock, policy: Policy
+) -> tuple[int, list[DueDeadline]]:
+    fired, early = 0, []
+    for deadline in deadlines:
+        now = clock.now()
+        if deadline.due_at > now:
+            early.append(deadline)
+            continue
+        fired += _fire_one(deadline, uow, now, policy)
     return fired, early
 
 
@@ -103,8 +123,8 @@ def _fire_one(deadline: DueDeadline, uow: UnitOfWork, now: datetime, policy: Pol
     try:
         with uow.savepoint():
             outcomes = fire_deadline(deadline, uow, now, policy)
-    except (OperationalError, InterfaceError):
-        raise  # the database is away: the whole task retries
+    except (OperationalError, InterfaceError, Unisolated):
+        raise  # the database is away: the whole task retries; or the group is redone
     except Exception:  # a bug for one order must not block the rest; it is retried later
         bound.exception("deadline check failed")
         return 0

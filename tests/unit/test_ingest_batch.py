@@ -18,7 +18,7 @@ from models.events import MAX_EVENT_BYTES
 from models.policy import Policy
 from store.base import DeadLetter, UnitOfWork
 from store.memory import MemoryUnitOfWork
-from store.tables import DeadLetterRow, InboxRow
+from store.tables import DeadLetterRow, InboxRow, OrderRow
 from tests.builders import T0, H, doc
 from tests.conftest import sql_uow
 from worker import ingest_service
@@ -188,6 +188,30 @@ def test_a_handler_bug_dead_letters_only_its_message_and_undoes_its_writes(
     assert inbox_ids(uow) == ["e1", "e3"]
     assert sorted(uow.orders.states) == ["o1", "o3"]
     assert letters(uow) == [("(internal)", "KeyError: 'boom'")]
+    assert result.accepted == 2
+
+
+def test_on_sql_a_handler_bug_after_writes_redoes_the_batch_message_by_message(
+    monkeypatch: pytest.MonkeyPatch, sqlite_engine: Engine
+) -> None:
+    # Given a handler that writes, then fails, for o2 (a batched write cannot be undone alone)
+    real = ingest_service.record_event
+
+    def buggy(event: Any, uow: UnitOfWork, now: Any, policy: Policy) -> Any:
+        outcomes = real(event, uow, now, policy)
+        if event.order_id == "o2":
+            raise KeyError("boom")
+        return outcomes
+
+    monkeypatch.setattr(ingest_service, "record_event", buggy)
+    # When the SQL store takes the batch
+    batch = [message(created(f"e{n}", f"o{n}")) for n in (1, 2, 3)]
+    _, result = run_batch(batch, sql_uow(sqlite_engine))
+    # Then, as message by message: o2's writes are undone, it alone is dead-lettered
+    with sqlite_engine.connect() as connection:
+        assert sorted(connection.scalars(select(InboxRow.event_id))) == ["e1", "e3"]
+        assert sorted(connection.scalars(select(OrderRow.order_id))) == ["o1", "o3"]
+        assert list(connection.scalars(select(DeadLetterRow.field))) == ["(internal)"]
     assert result.accepted == 2
 
 
