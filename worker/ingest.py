@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from queue import Empty
 from types import FrameType
 from typing import Any
 
@@ -234,7 +233,6 @@ class Ingestor:
                 self._restore_abandoned(consumer.channel)
                 batch = self._collect(connection, buffer, self.once_idle if once else IDLE_TICK)
                 if batch:
-                    _settle_pop(consumer.channel)
                     self._handle(batch)
                 elif once:
                     return
@@ -295,19 +293,6 @@ class Ingestor:
                 "dead-lettered", queue=self.queue.name, field=letter.field, reason=letter.reason
             )
         log.info("batch", size=len(batch), accepted=result.accepted, outcomes=len(result.outcomes))
-
-
-def _settle_pop(channel: Any) -> None:
-    """Redis: read the reply of the BRPOP still outstanding when a batch is cut, before handling
-    the batch. Redis pops a message for it while the batch is handled, and kombu records it as
-    unacknowledged only once read: a consumer killed meanwhile lost that message for good. Read
-    now, it waits in the buffer for the next batch, recorded (so restored if we die). Costs at
-    most kombu's BRPOP timeout (1 s) on an idle queue; other transports have no such window."""
-    if getattr(channel, "_in_poll", None) and hasattr(channel, "_brpop_read"):
-        try:
-            channel._brpop_read()
-        except Empty:
-            pass  # the BRPOP timed out: nothing was popped
 
 
 def acknowledge(batch: list[Message]) -> None:
