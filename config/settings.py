@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     goes back on the order queue (its own unacked keys: Celery's 2 h timeout is for ETA tasks).
     Keep it above the longest time a batch takes; a batch that overruns is handled twice, which
     the inbox makes harmless."""
+    ingest_set_based: bool = False
+    """Handle each batch set-based (store/sql_batch.py; ~2-3x the events/s). Off by default: an
+    end-to-end test loses a warning with it under CPU load, not yet diagnosed (docs/bench.md)."""
     max_clock_skew: float = Field(default=3600, ge=0)
     """Seconds an event's occurred_at may lie in the future (producer clock skew) before refusal."""
 

@@ -276,8 +276,9 @@ class Ingestor:
             with self.app.uow() as uow:
                 now = self.app.clock.now()
                 result = ingest_batch(
-                    raws, uow, now, self.app.policy, self.queue.name, self.max_skew
-                )
+                    raws, uow, now, self.app.policy, self.queue.name, self.max_skew,
+                    self.settings.ingest_set_based,
+                )  # fmt: skip
                 uow.commit()
         except Exception as error:
             _requeue(batch)

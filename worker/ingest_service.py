@@ -92,16 +92,20 @@ def ingest_batch(
     policy: Policy,
     source: str,
     max_skew: timedelta,
+    set_based: bool = True,
 ) -> BatchResult:
     """Handle a batch inside the caller's transaction (the caller commits, then acknowledges).
     Raises only what the whole batch must be retried for (see `is_connectivity_error`).
 
-    The batch is first handled set-based (`uow.batch`: a few queries for all its orders); if a
+    With `set_based` (SLATIMER_INGEST_SET_BASED, off by default: see docs/bench.md), the batch
+    is first handled set-based (`uow.batch`: a few queries for all its orders); if a
     handler fails after writing, or a write fails, that attempt is rolled back and the batch is
     handled again message by message, each in its own savepoint."""
     checked = [_checked(message, now, max_skew) for message in messages]
     events = [event for event in checked if not isinstance(event, ContractError)]
     orders = [event.order_id for event in events if not isinstance(event, AnnouncementPublished)]
+    if not set_based:
+        return _ingest_all(messages, checked, uow, now, policy, source)
     try:
         with uow.batch(orders, [event.event_id for event in events]) as batched:
             return _ingest_all(messages, checked, batched, now, policy, source)
