@@ -106,6 +106,7 @@ def _bench_env(token: str) -> dict[str, str]:
         "SLATIMER_REDISPATCH_GRACE": "300",
         "SLATIMER_INGEST_BATCH_WAIT": "0.2",
         "SLATIMER_INGEST_SET_BASED": os.environ.get("BENCH_INGEST_SET_BASED", "true"),
+        "SLATIMER_TIMER_SET_BASED": os.environ.get("BENCH_TIMER_SET_BASED", "true"),
         "SLATIMER_LOG_LEVEL": "INFO",
     }
 

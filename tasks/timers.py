@@ -39,7 +39,13 @@ def runtime() -> App:
 def fire_deadlines(self: Task[Any, Any], refs: list[list[str]]) -> int:
     deadlines = decode_refs(refs)
     services = runtime()
-    fired, early = fire_due(deadlines, services.uow, services.clock, services.policy)
+    fired, early = fire_due(
+        deadlines,
+        services.uow,
+        services.clock,
+        services.policy,
+        set_based=services.settings.timer_set_based,
+    )
     if early:
         self.apply_async(args=[encode_refs(early)], eta=max(d.due_at for d in early))
     return fired

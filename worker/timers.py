@@ -78,14 +78,21 @@ def fire_due(
     uow_factory: Callable[[], UnitOfWork],
     clock: Clock,
     policy: Policy,
+    set_based: bool = False,
 ) -> tuple[int, list[DueDeadline]]:
     """Fire the deadlines whose time has come, each in its own savepoint, in one transaction.
     Returns how many fired and those that arrived early (to be sent again at their time).
 
-    The group is first fired set-based (`uow.batch`: its orders locked and read at once); if
-    a check fails after writing, or a write fails, that attempt is rolled back and the group
-    is fired again deadline by deadline, each in a real savepoint."""
+    With `set_based` (SLATIMER_TIMER_SET_BASED) the group is first fired set-based
+    (`uow.batch`: its orders locked and read at once); if a check fails after writing, or a
+    write fails, that attempt is rolled back and the group is fired again deadline by
+    deadline, each in a real savepoint."""
     deadlines = list(deadlines)
+    if not set_based:
+        with uow_factory() as uow:
+            fired, early = _fire_all(deadlines, uow, clock, policy)
+            uow.commit()
+        return fired, early
     with uow_factory() as uow:
         try:
             orders, moments = [d.order_id for d in deadlines], [d.due_at for d in deadlines]
