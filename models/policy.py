@@ -214,6 +214,16 @@ class Policy(_Frozen):
                 )
         return self
 
+    @property
+    def working_time_rules(self) -> frozenset[str]:
+        """Rules whose clocks run on a working-time calendar (not `elapsed`): a declared
+        closure or an edited calendar re-judges them."""
+        return frozenset(
+            rule
+            for rule, spec in self.clocks.items()
+            if not isinstance(self.calendars[spec.calendar], Elapsed)
+        )
+
     def deadline(self, rule: str, start: datetime) -> Timed:
         """When the working-time clock `rule` started at `start` is due, closures included."""
         spec = self.clocks[rule]

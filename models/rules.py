@@ -64,10 +64,6 @@ RULES: dict[str, Rule] = {
         RETURN_WINDOW_CLOSED,
     )
 }
-WORKING_TIME_RULES = frozenset(
-    rule.id for rule in (IPR_RESPONSE_OVERDUE, IPR_REVIEW_OVERDUE, CS_REPLY_OVERDUE)
-)
-"""Rules whose clocks run on a working-time calendar: a declared closure re-judges them."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import orjson
 import structlog
 
 from models.policy import Policy
-from models.rules import WORKING_TIME_RULES
 from store.base import DueDeadline, UnitOfWork
 from worker.alerts import relay_step
 from worker.backoff import compute_backoff
@@ -74,7 +73,7 @@ class CalendarWatch:
         if fingerprint == self.seen:
             return None
         with uow:
-            streams = uow.deadlines.open_orders(WORKING_TIME_RULES)
+            streams = uow.deadlines.open_orders(policy.working_time_rules)
             made = recalendar(uow, now, policy)
             uow.commit()
         self.seen = fingerprint

@@ -33,7 +33,7 @@ from models.outcomes import (
     repeat_window,
 )
 from models.policy import Announcement, Policy
-from models.rules import WORKING_TIME_RULES, Obligation, Warning, obligations, warnings
+from models.rules import Obligation, Warning, obligations, warnings
 from store.base import DueDeadline, UnitOfWork
 
 log = structlog.get_logger("slatimer.services")
@@ -111,7 +111,7 @@ def declare_closure(
     uow.closures.add(closure)
     since = min(closure.starts_at, previous.starts_at) if previous else closure.starts_at
     made: list[Outcome] = []
-    for order_id in uow.deadlines.due_since(WORKING_TIME_RULES, since):
+    for order_id in uow.deadlines.due_since(policy.working_time_rules, since):
         made += reconcile_order(uow.orders.lock(order_id), uow, now, policy)
     return made
 
@@ -120,7 +120,7 @@ def recalendar(uow: UnitOfWork, now: datetime, policy: Policy) -> list[Outcome]:
     """Re-judge every stream with an open working-time clock against the calendars in force
     now (an edited calendar in the policy file reaches open items, not only new ones)."""
     made: list[Outcome] = []
-    for order_id in uow.deadlines.open_orders(WORKING_TIME_RULES):
+    for order_id in uow.deadlines.open_orders(policy.working_time_rules):
         made += reconcile_order(uow.orders.lock(order_id), uow, now, policy)
     return made
 

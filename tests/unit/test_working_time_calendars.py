@@ -249,3 +249,15 @@ def test_a_policy_file_can_add_holidays_and_change_hours() -> None:
 def test_a_window_time_must_be_a_wall_time() -> None:
     with pytest.raises(ValidationError, match="opens"):
         Window(opens="sun 24:00", closes="mon 01:00")
+
+
+def test_the_working_time_rules_follow_the_policys_calendars(rules: Policy) -> None:
+    assert rules.working_time_rules == {
+        "ipr_response_overdue",
+        "ipr_review_overdue",
+        "cs_reply_overdue",
+    }
+    moved = _policy(
+        clocks={"return_window_closed": {"calendar": "hk_working_days", "length": "20d"}}
+    )
+    assert "return_window_closed" in moved.working_time_rules
