@@ -172,13 +172,6 @@ def test_redis_killed_and_restarted_during_publishing_and_processing(
     under_chaos(tmp_path, pg, private_redis.url, SEED + 2, crash, (3.0, 6.0), outages=outages)
 
 
-@pytest.mark.wip
-@pytest.mark.xfail(
-    strict=False,
-    reason="FLAKY, undiagnosed: red in 2 of about 10 runs (once a standing "
-    "cancellation_review_overdue escalation missing, once deadlines 17-19 s late against the "
-    "15 s tolerance while the node was killed every 4-8 s); runs in make test-faults",
-)
 def test_rabbitmq_killed_and_restarted_during_publishing_and_processing(
     tmp_path: Path, pg: Engine, private_rabbit: PrivateRabbit
 ) -> None:
