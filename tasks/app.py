@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
 
 from config.settings import Settings
 
@@ -65,7 +66,15 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return {}
 
 
+def use_patched_redis_transport() -> None:
+    """`redis://` and `rediss://` through tasks/kombu_redis.py (a worker survives a Redis
+    crash instead of exiting); idempotent, connects to nothing."""
+    for scheme in ("redis", "rediss"):
+        TRANSPORT_ALIASES[scheme] = "tasks.kombu_redis:Transport"
+
+
 def make_celery(settings: Settings | None = None) -> Celery:
+    use_patched_redis_transport()
     celery = Celery("slatimer", include=["tasks.timers", "tasks.alerts"])
     celery.conf.update(celery_config(settings or Settings()))
     return celery

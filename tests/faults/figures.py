@@ -25,7 +25,7 @@ ROWS = [
     ("bad_messages_tried", "bad messages tried"),
     ("bad_messages_dead_lettered", "bad messages dead-lettered"),
     ("exits_on_bad_input", "process exits caused by bad input (must be 0)"),
-    ("supervised_restarts", "worker exits on a Redis loss (kombu bug), restarted by supervisor"),
+    ("supervised_restarts", "process exits restarted by the supervisor (must be 0)"),
     ("model_steps", "state-machine steps (SQLite store vs oracle)"),
     ("planted_faults_caught", "faults planted in a replayed record that the oracle caught"),
 ]
