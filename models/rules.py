@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Literal, Protocol
 
 from models.calendars import Interval, Timed
@@ -479,10 +480,7 @@ class Warning:
 
     @property
     def slot(self) -> tuple[str, str]:
-        return (
-            f"{self.obligation.rule.id}:warn:{self.lead.total_seconds():g}s",
-            self.obligation.subject,
-        )
+        return (_warning_rule(self.obligation.rule.id, self.lead), self.obligation.subject)
 
     @property
     def breached(self) -> bool:
@@ -500,6 +498,12 @@ class Warning:
     @property
     def paused(self) -> tuple[Interval, ...]:
         return self.obligation.paused
+
+
+@cache
+def _warning_rule(rule_id: str, lead: timedelta) -> str:
+    """A warning's timer name: formatted once per rule and lead (it is asked for per clock)."""
+    return f"{rule_id}:warn:{lead.total_seconds():g}s"
 
 
 def warnings(current: Iterable[Obligation], policy: Policy) -> list[Warning]:

@@ -151,16 +151,7 @@ def reconcile_order(
     state: OrderState, uow: UnitOfWork, now: datetime, policy: Policy
 ) -> list[Outcome]:
     """Make the record match the facts as of `now`: raise breaches, withdraw disproved ones."""
-    judged = policy.version_for(state.opened_at)
-    policy = judged.model_copy(
-        update={
-            "announcements": uow.announcements.all(),
-            "closures": uow.closures.all(),
-            # calendars say when the platform works, not how merchants must behave: the
-            # ones in force now apply to every open clock, whichever version judges it
-            "calendars": {**judged.calendars, **policy.calendars},
-        }
-    )
+    policy = _judging(policy.version_for(state.opened_at), policy, uow)
     current = obligations(state, policy)
     ahead = warnings(current, policy)
     plan = plan_reconciliation(current, now, uow.outcomes.for_order(state.order_id), ahead)
@@ -171,6 +162,32 @@ def reconcile_order(
         made += [raised, *_standing_escalations(raised, uow, now, policy)]
     uow.deadlines.sync(state.order_id, [*current, *ahead], now)
     return made
+
+
+_JUDGING: dict[tuple[int, int], tuple[Policy, Policy, object, object, Policy]] = {}
+
+
+def _judging(judged: Policy, current: Policy, uow: UnitOfWork) -> Policy:
+    """The version judging an order, with the announcements and closures known so far and the
+    calendars in force now. Built once per version and state of those, not per reconcile: the
+    copy cost more than the rules it feeds (replay reconciles once or twice per event)."""
+    announcements, closures = uow.announcements.all(), uow.closures.all()
+    hit = _JUDGING.get((id(judged), id(current)))
+    if hit and hit[:2] == (judged, current) and hit[2:4] == (announcements, closures):
+        return hit[4]
+    policy = judged.model_copy(
+        update={
+            "announcements": announcements,
+            "closures": closures,
+            # calendars say when the platform works, not how merchants must behave: the
+            # ones in force now apply to every open clock, whichever version judges it
+            "calendars": {**judged.calendars, **current.calendars},
+        }
+    )
+    if len(_JUDGING) > 32:  # policy files reloaded many times: forget the old versions
+        _JUDGING.clear()
+    _JUDGING[(id(judged), id(current))] = (judged, current, announcements, closures, policy)
+    return policy
 
 
 def _warn(state: OrderState, warning: Warning, uow: UnitOfWork, now: datetime) -> Outcome:
