@@ -411,8 +411,11 @@ def _first_error(exc: ValidationError) -> ContractError:
 
 
 def canonical_body(event: Event) -> bytes:
-    """The event as canonical JSON: the same event always gives the same bytes."""
-    return orjson.dumps(event.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    """The event as canonical JSON: the same event always gives the same bytes. (The
+    serializer `model_dump` wraps, called directly: its argument handling was a fifth of the
+    digest's cost, paid for every event.)"""
+    document = event.__pydantic_serializer__.to_python(event, mode="json")
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
 def body_digest(event: Event) -> str:

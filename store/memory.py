@@ -121,12 +121,22 @@ class MemoryClosures:
     def __init__(self, journal: _Journal) -> None:
         self._journal = journal
         self.by_id: dict[str, Closure] = {}
+        self._sorted: tuple[Closure, ...] | None = ()
+        """`all()` kept between changes: every reconcile asks for it."""
 
     def add(self, closure: Closure) -> None:
         self._journal.set(self.by_id, closure.closure_id, closure)
+        self._forget()
+        self._journal.undo.append(self._forget)
+
+    def _forget(self) -> None:
+        self._sorted = None
 
     def all(self) -> tuple[Closure, ...]:
-        return tuple(sorted(self.by_id.values(), key=lambda c: (c.starts_at, c.closure_id)))
+        if self._sorted is None:
+            ordered = sorted(self.by_id.values(), key=lambda c: (c.starts_at, c.closure_id))
+            self._sorted = tuple(ordered)
+        return self._sorted
 
 
 class MemoryOutcomes:
