@@ -71,10 +71,12 @@ class _Journal:
 
 
 class MemoryInbox:
+    """Event ids and digests: what tells a redelivery from a reused id. The events themselves
+    are not kept (nothing reads them back, and a million of them took gigabytes in replay)."""
+
     def __init__(self, journal: _Journal) -> None:
         self._journal = journal
         self.digests: dict[str, str] = {}
-        self.events: dict[str, Event] = {}
 
     def digest_of(self, event_id: str) -> str | None:
         return self.digests.get(event_id)
@@ -83,7 +85,6 @@ class MemoryInbox:
         if event.event_id in self.digests:
             raise IntegrityError(f"inbox: duplicate event_id {event.event_id}")
         self._journal.set(self.digests, event.event_id, digest)
-        self._journal.set(self.events, event.event_id, event)
 
 
 class MemoryOrders:
