@@ -37,18 +37,17 @@ class Settings(BaseSettings):
     ingest_batch_size: int = Field(default=500, ge=1, le=10_000)
     ingest_batch_wait: float = Field(default=0.2, gt=0)
     """Seconds to wait for a batch to fill before handling what has arrived."""
-    ingest_visibility_timeout: float = Field(default=120, gt=0)
-    """Redis: seconds after which a batch taken by a consumer that died before acknowledging it
-    goes back on the order queue (its own unacked keys: Celery's 2 h timeout is for ETA tasks).
-    Keep it above the longest time a batch takes; a batch that overruns is handled twice, which
-    the inbox makes harmless."""
-    ingest_set_based: bool = False
-    timer_set_based: bool = False
-    """Fire each timer group set-based (`uow.batch`). Off by default for the same reason as
-    `ingest_set_based`: the E2E comparison with replay missed warnings under load with the
-    set-based paths on, not yet diagnosed (docs/bench.md); the bench turns it on."""
-    """Handle each batch set-based (store/sql_batch.py; ~2-3x the events/s). Off by default: an
-    end-to-end test loses a warning with it under CPU load, not yet diagnosed (docs/bench.md)."""
+    ingest_visibility_timeout: float = Field(default=30, gt=0)
+    """Redis: seconds after which the batch a dead consumer had taken goes back on the order
+    queue. A live consumer's heartbeat (refreshed every third of this by a thread) keeps its
+    batch however long it takes; only a process that is gone, or cut off from Redis this long,
+    loses it to another consumer (handled twice at worst, which the inbox makes harmless)."""
+    ingest_set_based: bool = True
+    """Handle each batch set-based first (store/sql_batch.py: a few queries for all its
+    orders, ~2-3x the events/s); off = message by message, each in its own savepoint (the
+    fallback either way when a set-based attempt fails)."""
+    timer_set_based: bool = True
+    """Fire each timer group set-based first (`uow.batch`), likewise."""
     max_clock_skew: float = Field(default=3600, ge=0)
     """Seconds an event's occurred_at may lie in the future (producer clock skew) before refusal."""
 

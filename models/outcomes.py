@@ -84,6 +84,10 @@ def plan_reconciliation(
     - A breach not yet recorded is raised, unless its key was recorded before (an outcome
       withdrawn once is never raised again) or its category already holds a standing violation
       for this order (at most one violation per order per category, Chapter III).
+    - That one violation is the category's earliest breach: a standing violation due after a
+      breach learnt of only now (evidence that reached the runtime late, e.g. a stock-out
+      declared before the collection deadline but received after it) is withdrawn and the
+      earlier breach raised instead, as replay, which knows every fact in time, would have it.
     - A pre-breach warning whose time has come is sent once, while its obligation is open.
     """
     breached = breached_by(current, now)
@@ -94,18 +98,29 @@ def plan_reconciliation(
     ]
     kept = [r for r in standing if r.key in expected]
     known_keys = {r.key for r in recorded}
-    taken = {r.category for r in kept if r.kind == "violation"}
+    holders: dict[str | None, Recorded | Obligation] = {
+        r.category: r for r in kept if r.kind == "violation"
+    }
     to_raise = []
-    for obligation in breached:
+    for obligation in breached:  # earliest first
         if key_of(obligation) in known_keys:
             continue
-        category = obligation.rule.category
         if obligation.rule.kind == "violation":
-            if category in taken:
+            holder = holders.get(obligation.rule.category)
+            if isinstance(holder, Recorded) and obligation.due_at < holder.at:
+                withdrawals.append(Withdrawal(holder, _superseded(obligation)))
+            elif holder is not None:
                 continue
-            taken.add(category)
+            holders[obligation.rule.category] = obligation
         to_raise.append(obligation)
     return Plan(to_raise, withdrawals, _warnings_due(warnings, now, known_keys))
+
+
+def _superseded(earlier: Obligation) -> str:
+    return (
+        f"superseded by the earlier breach {earlier.rule.id} due {iso(earlier.due_at)} "
+        "(one violation per order and category, Chapter III)"
+    )
 
 
 def crossed_thresholds(before: int, after: int, thresholds: Iterable[Threshold]) -> list[Threshold]:

@@ -65,6 +65,9 @@ RULES: dict[str, Rule] = {
         RETURN_WINDOW_CLOSED,
     )
 }
+VIOLATION_RULES = frozenset(rule.id for rule in RULES.values() if rule.kind == "violation")
+"""Rules whose breach is graded against the merchant's record (Chapter III): their clocks are
+the ones a merchant's record must see in due order."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,12 @@ class DueDeadline:
         """A deadline's id in logs and metrics: one per clock of an order."""
         return f"{self.order_id}/{self.rule}/{self.subject}"
 
+    @property
+    def rank(self) -> tuple[datetime, str, str, str]:
+        """Where the clock comes in due order: by time, ties by order, rule and subject — the
+        order `slatimer replay` fires clocks in, on every store."""
+        return (self.due_at, self.order_id, self.rule, self.subject)
+
 
 @dataclass(frozen=True)
 class DeadlineView:
@@ -83,6 +89,17 @@ class Orders(Protocol):
         ...
 
     def save(self, state: OrderState) -> None: ...
+    def merchant_of(self, order_id: str) -> str | None:
+        """The stream's merchant as stored, read without a lock (it never changes once set):
+        enough to take the merchant's lock before the order's."""
+        ...
+
+    def lock_merchant(self, merchant_id: str) -> None:
+        """Hold the merchant for this transaction, so two handlers grading the merchant's
+        violations take turns (Chapter III judges each against the others). Reentrant; stores
+        that serialize every writer already (SQLite, memory) need do nothing."""
+        ...
+
     def created_between(self, since: datetime, until: datetime) -> list[str]:
         """Ids of orders created in [since, until): an announcement's special period."""
         ...
@@ -123,6 +140,14 @@ class Deadlines(Protocol):
 
     def timeline(self, order_id: str) -> list[DeadlineView]:
         """The stream's clocks as stored: when due, state, calendar in force, paused time."""
+        ...
+
+    def open_of_merchant(
+        self, merchant_id: str, rules: Collection[str], until: datetime
+    ) -> list[DueDeadline]:
+        """The merchant's open (pending or enqueued) clocks of `rules` due at or before `until`,
+        across its orders, in due order (`DueDeadline.rank`): those to fire before a violation
+        of the merchant dated `until` is graded."""
         ...
 
     def due(self, until: datetime, limit: int) -> list[DueDeadline]: ...

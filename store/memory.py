@@ -98,6 +98,13 @@ class MemoryOrders:
     def save(self, state: OrderState) -> None:
         self._journal.set(self.states, state.order_id, state)
 
+    def merchant_of(self, order_id: str) -> str | None:
+        state = self.states.get(order_id)
+        return state.merchant_id if state else None
+
+    def lock_merchant(self, merchant_id: str) -> None:
+        """One transaction at a time already: nothing to wait for."""
+
     def created_between(self, since: datetime, until: datetime) -> list[str]:
         return sorted(
             order_id
@@ -215,8 +222,11 @@ NO_CALENDAR: tuple[str | None, tuple[Interval, ...]] = (None, ())
 class MemoryDeadlines:
     """Deadline rows plus a heap of due times; stale heap entries are skipped when popped."""
 
-    def __init__(self, journal: _Journal) -> None:
+    def __init__(
+        self, journal: _Journal, merchant_of: Callable[[str], str | None] = lambda _: None
+    ) -> None:
         self._journal = journal
+        self._merchant_of = merchant_of
         self.rows: dict[DeadlineKey, tuple[datetime, DeadlineState]] = {}
         self.enqueued_at: dict[DeadlineKey, datetime] = {}
         self._order_keys: dict[str, set[DeadlineKey]] = defaultdict(set)
@@ -279,6 +289,34 @@ class MemoryDeadlines:
             key=lambda view: (view.due_at, view.rule, view.subject),
         )
 
+    def open_of_merchant(
+        self, merchant_id: str, rules: Collection[str], until: datetime
+    ) -> list[DueDeadline]:
+        keys = {key for due_at, key in self._heap_until(until)}
+        keys.update(self.enqueued_at)  # claimed rows left the heap
+        found = [
+            DueDeadline(*key, due_at=self.rows[key][0])
+            for key in keys
+            if key in self.rows
+            and self.rows[key][1] in ("pending", "enqueued")
+            and self.rows[key][0] <= until
+            and key[1] in rules
+            and self._merchant_of(key[0]) == merchant_id
+        ]
+        return sorted(found, key=lambda deadline: deadline.rank)
+
+    def _heap_until(self, until: datetime) -> Iterator[tuple[datetime, DeadlineKey]]:
+        """Heap entries due at or before `until`, without popping: a walk that stops below
+        any later entry, so it costs what is overdue (little: replay fires on time), not the
+        whole heap."""
+        stack = [0] if self._heap else []
+        while stack:
+            index = stack.pop()
+            if self._heap[index][0] > until:
+                continue
+            yield self._heap[index]
+            stack += [child for child in (2 * index + 1, 2 * index + 2) if child < len(self._heap)]
+
     def is_due(self, deadline: DueDeadline) -> bool:
         key = (deadline.order_id, deadline.rule, deadline.subject)
         return self.rows.get(key) in ((deadline.due_at, "pending"), (deadline.due_at, "enqueued"))
@@ -303,12 +341,17 @@ class MemoryDeadlines:
         return len(stale)
 
     def due(self, until: datetime, limit: int) -> list[DueDeadline]:
-        found: list[DueDeadline] = []
+        """Like the SQL store's, it leaves what it returns due until it is fired: the found
+        entries go back on the heap (`open_of_merchant` walks it), only stale ones are
+        dropped."""
+        found: dict[DeadlineKey, DueDeadline] = {}  # a key pushed twice comes once
         while self._heap and self._heap[0][0] <= until and len(found) < limit:
             due_at, key = heapq.heappop(self._heap)
             if self.rows.get(key) == (due_at, "pending"):
-                found.append(DueDeadline(*key, due_at=due_at))
-        return found
+                found[key] = DueDeadline(*key, due_at=due_at)
+        for key, deadline in found.items():
+            heapq.heappush(self._heap, (deadline.due_at, key))
+        return list(found.values())
 
 
 class _RunningTotal:
@@ -419,7 +462,7 @@ class MemoryUnitOfWork:
         self.inbox = MemoryInbox(self._journal)
         self.orders = MemoryOrders(self._journal)
         self.outcomes = MemoryOutcomes(self._journal)
-        self.deadlines = MemoryDeadlines(self._journal)
+        self.deadlines = MemoryDeadlines(self._journal, self.orders.merchant_of)
         self.ledger = MemoryLedger(self._journal)
         self.alerts = MemoryAlerts(self._journal)
         self.announcements = MemoryAnnouncements(self._journal)

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from hashlib import blake2b
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from sqlalchemy import Engine, create_engine, event, exists, func, select, update
+from sqlalchemy import Engine, and_, create_engine, event, exists, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from store.sql_batch import BatchedUnitOfWork
 
 OPEN_STATES = ("pending", "enqueued")
+DUE_ORDER = (DeadlineRow.due_at, DeadlineRow.order_id, DeadlineRow.rule, DeadlineRow.subject)
+"""`DueDeadline.rank`: the order replay fires clocks in, the same as the memory store's heap."""
 
 
 def make_engine(url: str, **options: Any) -> Engine:
@@ -211,6 +214,18 @@ class SqlOrders:
         row.created_at = state.created.at if state.created else None
         row.state = state.model_dump(mode="json")
 
+    def merchant_of(self, order_id: str) -> str | None:
+        return self.session.scalar(
+            select(OrderRow.merchant_id).where(OrderRow.order_id == order_id)
+        )
+
+    def lock_merchant(self, merchant_id: str) -> None:
+        """A transaction-level advisory lock on PostgreSQL (no row needed: most merchants
+        have none in `merchants`); SQLite's BEGIN IMMEDIATE already serializes writers."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            key = merchant_lock_key(merchant_id)
+            self.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
     def created_between(self, since: datetime, until: datetime) -> list[str]:
         query = (
             select(OrderRow.order_id)
@@ -218,6 +233,13 @@ class SqlOrders:
             .order_by(OrderRow.order_id)
         )
         return list(self.session.scalars(query))
+
+
+def merchant_lock_key(merchant_id: str) -> int:
+    """A merchant's advisory lock key: a stable signed 64-bit hash (Python's `hash` is salted
+    per process), prefixed so it cannot meet another use of advisory locks."""
+    digest = blake2b(f"slatimer.merchant:{merchant_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 class SqlAnnouncements:
@@ -403,6 +425,23 @@ class SqlDeadlines:
             for row in self.session.scalars(query)
         ]
 
+    def open_of_merchant(
+        self, merchant_id: str, rules: Collection[str], until: datetime
+    ) -> list[DueDeadline]:
+        """Read through the partial indexes of pending and enqueued rows (overdue open rows are
+        few: those whose timer has not run yet), joined to the orders for their merchant."""
+        overdue = or_(
+            and_(DeadlineRow.state == "pending", DeadlineRow.due_at <= until),
+            and_(DeadlineRow.state == "enqueued", DeadlineRow.due_at <= until),
+        )
+        query = (
+            select(DeadlineRow.order_id, DeadlineRow.rule, DeadlineRow.subject, DeadlineRow.due_at)
+            .join(OrderRow, OrderRow.order_id == DeadlineRow.order_id)
+            .where(overdue, OrderRow.merchant_id == merchant_id, DeadlineRow.rule.in_(list(rules)))
+            .order_by(*DUE_ORDER)
+        )
+        return [DueDeadline(*row) for row in self.session.execute(query)]
+
     def is_due(self, deadline: DueDeadline) -> bool:
         found = self.session.scalar(
             select(DeadlineRow.id).where(
@@ -419,7 +458,7 @@ class SqlDeadlines:
         query = (
             select(DeadlineRow.order_id, DeadlineRow.rule, DeadlineRow.subject, DeadlineRow.due_at)
             .where(DeadlineRow.state == "pending", DeadlineRow.due_at <= until)
-            .order_by(DeadlineRow.due_at, DeadlineRow.id)
+            .order_by(*DUE_ORDER)
             .limit(limit)
         )
         return [DueDeadline(*row) for row in self.session.execute(query)]

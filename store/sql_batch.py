@@ -109,6 +109,13 @@ class BatchedOrders:
         self.saved.add(state.order_id)
         self.uow.buffer.writes += 1
 
+    def merchant_of(self, order_id: str) -> str | None:
+        state = self.states.get(order_id)
+        return state.merchant_id if state else self.uow.sql.orders.merchant_of(order_id)
+
+    def lock_merchant(self, merchant_id: str) -> None:
+        self.uow.sql.orders.lock_merchant(merchant_id)  # a lock, no write: nothing to flush
+
     def created_between(self, since: datetime, until: datetime) -> list[str]:
         self.uow.flush()
         return self.uow.sql.orders.created_between(since, until)
@@ -326,6 +333,23 @@ class BatchedDeadlines:
     def timeline(self, order_id: str) -> list[DeadlineView]:
         self.uow.flush()
         return self.uow.sql.deadlines.timeline(order_id)
+
+    def open_of_merchant(
+        self, merchant_id: str, rules: Collection[str], until: datetime
+    ) -> list[DueDeadline]:
+        """The batch's own orders from memory (their rows may be buffered), the others from
+        the database, without a flush: a timer group asks this before each violation."""
+        stored = self.uow.sql.deadlines.open_of_merchant(merchant_id, rules, until)
+        found = [deadline for deadline in stored if deadline.order_id not in self.rows]
+        for order_id, slots in self.rows.items():
+            if self.uow.orders.merchant_of(order_id) != merchant_id:
+                continue
+            found += [
+                DueDeadline(order_id, rule, subject, due_at)
+                for (rule, subject), (due_at, state) in slots.items()
+                if rule in rules and state in OPEN_STATES and due_at <= until
+            ]
+        return sorted(found, key=lambda deadline: deadline.rank)
 
     def due(self, until: datetime, limit: int) -> list[DueDeadline]:
         raise NotImplementedError("the dispatcher uses the plain unit of work")

@@ -68,11 +68,36 @@ class Processes:
         for name in list(self.running):
             self.kill(name, signal.SIGTERM if name != "worker" else signal.SIGKILL)
 
+    def wait_ready(self, *names: str, timeout: float = 90) -> None:
+        """Wait until each named child says it is consuming (its log's ready line): a test
+        whose first deadlines fall due a second after its start must not race the start-up of
+        a Celery worker on two loaded cores."""
+        for name in names:
+            marker = READY_MARKERS[name.split("-")[0]]
+            log = self.log_dir / f"{name}.log"
+            wait_for(
+                _says(log, marker),
+                timeout,
+                f"{name} to be ready",
+                every=0.1,
+            )
+
     def logs(self) -> str:
         return "\n".join(
             f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
             for path in sorted(self.log_dir.glob("*.log"))
         )
+
+
+def _says(log: Path, marker: str) -> Callable[[], bool]:
+    return lambda: log.exists() and marker in log.read_text(errors="replace")
+
+
+READY_MARKERS = {
+    "worker": " ready.",  # Celery's "celery@host ready."
+    "ingest": '"consuming"',
+    "dispatcher": '"dispatcher started"',
+}
 
 
 @contextmanager

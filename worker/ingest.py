@@ -1,4 +1,4 @@
-"""`slatimer ingest`, the kombu half: the order-queue consumer and the producer helper.
+"""`slatimer ingest`, the broker half: the order-queue consumer and the producer helper.
 
 Producers publish plain JSON events (not Celery messages) to the durable direct exchange
 `settings.order_exchange` with routing key `settings.order_routing_key`, bound to the durable queue
@@ -6,6 +6,8 @@ Producers publish plain JSON events (not Celery messages) to the durable direct 
 transaction (worker/ingest_service.py) and acknowledges its messages only after the commit. When
 the database is unreachable the batch is rejected with requeue and the consumer reconnects after a
 backoff; when the broker is lost, it reconnects likewise and the broker redelivers what was unacked.
+On Redis the consumer is slatimer's own (worker/redis_source.py: messages are moved, never popped,
+so a killed consumer loses nothing); on RabbitMQ and the embedded transport it is kombu's.
 
 Bodies are never decoded by kombu: no serializer runs on untrusted input (pickle above all); the
 raw bytes and the declared content type go to the batch logic.
@@ -19,13 +21,11 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import kombu
 import structlog
 from kombu.exceptions import OperationalError as BrokerOperationalError
-from kombu.transport.redis import QoS as RedisQoS
-from kombu.transport.virtual import QoS as VirtualQoS
 
 from config.settings import Settings
 from store.base import DeadLetter
@@ -39,13 +39,14 @@ from worker.ingest_service import (
     ingest_batch,
     is_connectivity_error,
 )
+from worker.redis_source import BROKER_ERRORS as REDIS_ERRORS
+from worker.redis_source import redis_source
 
 log = structlog.get_logger("slatimer.ingest")
 
 # kombu ships py.typed but leaves its functions unannotated, and this project's mypy settings
 # refuse calls to unannotated functions: kombu's objects are handled as Any at this boundary.
 _kombu: Any = kombu
-_virtual_ack: Any = VirtualQoS.ack
 Connection = Any  # kombu.Connection
 Queue = Any  # kombu.Queue
 Message = Any  # kombu.message.Message
@@ -55,7 +56,10 @@ PUBLISH_RETRY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, 
 IDLE_TICK = 1.0
 """Seconds a waiting consumer blocks before it looks at its stop flag again."""
 RESTORE_EVERY = 1.0
-"""Seconds between two looks for abandoned batches (Redis: taken, never acknowledged)."""
+"""Seconds between two looks for abandoned batches (Redis: taken by a consumer that died)."""
+
+
+REDIS_BROKER_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, BrokerOperationalError)
 
 
 class DatabaseUnavailable(Exception):
@@ -81,22 +85,13 @@ def connect(settings: Settings, url: str | None = None) -> Connection:
 
 
 def transport_options(url: str, settings: Settings) -> dict[str, Any]:
-    """Redis: kombu records a consumer's unacknowledged messages in a db-wide hash; ingest keeps
-    its own (hash, index, mutex) with its own visibility timeout, so a killed consumer's batch
-    comes back in minutes, and Celery's held ETA tasks (2 h timeout) are never touched by it.
-    RabbitMQ: publisher confirms, so a publish returns once the broker has the message. The
-    embedded transport gets none: it hands its options to SQLAlchemy's create_engine, which
-    refuses unknown ones (polling_interval)."""
+    """RabbitMQ: publisher confirms, so a publish returns once the broker has the message.
+    Redis needs none (LPUSH returns once it is done; ingest consumes it with its own reliable
+    consumer, worker/redis_source.py). The embedded transport gets none: it hands its options
+    to SQLAlchemy's create_engine, which refuses unknown ones (polling_interval)."""
+    del settings  # the same options for every deployment, for now
     if url.startswith(("amqp", "pyamqp")):
         return {"confirm_publish": True}
-    if url.startswith("redis"):
-        unacked = f"{settings.order_queue}.unacked"
-        return {
-            "visibility_timeout": settings.ingest_visibility_timeout,
-            "unacked_key": unacked,
-            "unacked_index_key": f"{unacked}_index",
-            "unacked_mutex_key": f"{unacked}_mutex",
-        }
     return {}
 
 
@@ -205,6 +200,18 @@ class Ingestor:
         signal.signal(signal.SIGINT, request_stop)
 
     def _connected(self, once: bool) -> None:
+        """Consume from the broker: Redis through the reliable consumer (worker/redis_source.py),
+        any other broker through kombu. A broker error of either becomes BrokerUnavailable."""
+        url = self.settings.broker_url
+        if url.startswith("redis"):
+            try:
+                declare_order_queue(self.settings)
+                with redis_source(self.settings, url) as source:
+                    log.info("consuming", queue=self.queue.name, broker="redis (reliable)")
+                    self._consume(source, once)
+            except REDIS_BROKER_ERRORS as error:
+                raise BrokerUnavailable(f"{type(error).__name__}: {error}") from error
+            return
         with connect(self.settings) as connection:
             broker_errors = (
                 *connection.recoverable_connection_errors,
@@ -214,78 +221,49 @@ class Ingestor:
             )
             try:
                 connection.connect()
-                self._consume(connection, once)
+                with KombuOrderSource(connection, self.queue, self.settings) as source:
+                    log.info("consuming", queue=self.queue.name, broker=connection.as_uri())
+                    self._consume(source, once)
             except broker_errors as error:
                 raise BrokerUnavailable(f"{type(error).__name__}: {error}") from error
 
-    def _consume(self, connection: Connection, once: bool) -> None:
-        buffer: list[Message] = []
-        consumer = connection.Consumer(
-            queues=[self.queue],
-            on_message=buffer.append,  # on_message: kombu does not decode the body
-            on_decode_error=lambda message, _error: buffer.append(message),
-            prefetch_count=self.settings.ingest_batch_size,
-            accept=[JSON_TYPE],
-        )
-        log.info("consuming", queue=self.queue.name, broker=connection.as_uri())
-        with consumer:
-            while not self.stop.is_set():
-                self._restore_abandoned(consumer.channel)
-                batch = self._collect(connection, buffer, self.once_idle if once else IDLE_TICK)
-                if batch:
-                    self._handle(batch)
-                elif once:
-                    return
-                else:
-                    self.failures = 0  # connected, idle, nothing failing: backoff starts over
+    def _consume(self, source: OrderSource, once: bool) -> None:
+        while not self.stop.is_set():
+            self._restore_abandoned(source)
+            idle = self.once_idle if once else IDLE_TICK
+            batch = source.take(
+                self.settings.ingest_batch_size, idle, self.settings.ingest_batch_wait, self.stop
+            )
+            if batch:
+                self._handle(source, batch)
+            elif once:
+                return
+            else:
+                self.failures = 0  # connected, idle, nothing failing: backoff starts over
 
-    def _restore_abandoned(self, channel: Any) -> None:
-        """Redis: put back on the queue what a consumer killed mid-batch took and never
-        acknowledged, once older than the visibility timeout. kombu does it only now and then
-        from an idle poll (never while the queue stays busy); RabbitMQ needs nothing of the kind:
-        it requeues a dead connection's messages itself."""
+    def _restore_abandoned(self, source: OrderSource) -> None:
+        """Put back on the queue what a consumer killed mid-batch took and never acknowledged,
+        at most once a second (RabbitMQ does it by itself when the connection dies)."""
         if time.monotonic() < self._next_restore:
             return
         self._next_restore = time.monotonic() + RESTORE_EVERY
-        restore = getattr(getattr(channel, "qos", None), "restore_visible", None)
-        if restore is not None:
-            restore(num=self.settings.ingest_batch_size, interval=1)
+        source.restore_abandoned()
 
-    def _collect(self, connection: Connection, buffer: list[Message], idle: float) -> list[Message]:
-        """Wait up to `idle` s for a first message, then up to `ingest_batch_wait` s from its
-        arrival for the batch to fill (an idle queue costs nothing, a lone message waits little)."""
-        deadline = time.monotonic() + idle
-        filling = False
-        while len(buffer) < self.settings.ingest_batch_size and not self.stop.is_set():
-            if buffer and not filling:
-                filling, deadline = True, time.monotonic() + self.settings.ingest_batch_wait
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                connection.drain_events(timeout=remaining)
-            except TimeoutError:
-                continue
-        batch = buffer[:]
-        buffer.clear()
-        return batch
-
-    def _handle(self, batch: list[Message]) -> None:
-        raws = [raw_message(message) for message in batch]
+    def _handle(self, source: OrderSource, batch: list[RawMessage]) -> None:
         try:
             with self.app.uow() as uow:
                 now = self.app.clock.now()
                 result = ingest_batch(
-                    raws, uow, now, self.app.policy, self.queue.name, self.max_skew,
+                    batch, uow, now, self.app.policy, self.queue.name, self.max_skew,
                     self.settings.ingest_set_based,
                 )  # fmt: skip
                 uow.commit()
         except Exception as error:
-            _requeue(batch)
+            _give_back(source)
             if is_connectivity_error(error):
                 raise DatabaseUnavailable(f"{type(error).__name__}: {error}") from error
             raise
-        acknowledge(batch)
+        source.ack()
         self.stats.add(result)
         metrics.batch_ingested(result)
         self.failures = 0
@@ -296,32 +274,96 @@ class Ingestor:
         log.info("batch", size=len(batch), accepted=result.accepted, outcomes=len(result.outcomes))
 
 
-def acknowledge(batch: list[Message]) -> None:
-    """Acknowledge a committed batch. kombu's Redis transport acks one message per MULTI/EXEC
-    round trip (a fifth of a consumer's time in B1, docs/bench.md); its index removals go in
-    one pipeline here instead. Other transports ack message by message (virtual ones ignore
-    ack(multiple=True); RabbitMQ's acks are not waited for)."""
-    qos: Any = getattr(batch[0].channel, "qos", None) if batch else None
-    if not isinstance(qos, RedisQoS):
-        for message in batch:
-            message.ack()
-        return
-    remove: Any = qos._remove_from_indices  # kombu leaves it unannotated
-    with qos.pipe_or_acquire() as pipe:
-        for message in batch:
-            remove(message.delivery_tag, pipe)
-        pipe.execute()
-    for message in batch:  # what Message.ack does after the transport's ack
-        _virtual_ack(qos, message.delivery_tag)
-        message._state = "ACK"
+def _give_back(source: OrderSource) -> None:
+    """Give the batch back now. Best effort: if the broker is gone too, the broker (RabbitMQ)
+    or another consumer (Redis, once the heartbeat expires) puts it back by itself."""
+    try:
+        source.give_back()
+    except Exception as error:  # noqa: BLE001 - any failure means "it comes back anyway"
+        log.warning("give back failed; the batch comes back by itself", error=repr(error))
 
 
-def _requeue(batch: list[Message]) -> None:
-    """Give the batch back now (RabbitMQ: basic.reject requeue; Redis: pushed back at the head).
-    Best effort: if the broker is gone too, it redelivers unacknowledged messages by itself."""
-    for message in batch:
-        try:
+def declare_order_queue(settings: Settings) -> None:
+    """Declare the order queue and its binding (kombu keeps bindings in Redis too), so events
+    published before any producer declared it are routed to it."""
+    with connect(settings) as connection:
+        order_queue(settings)(connection.default_channel).declare()
+
+
+class OrderSource(Protocol):
+    """Where batches come from: take one, then ack it after the commit or give it back."""
+
+    def take(
+        self, limit: int, first_wait: float, fill_wait: float, stop: threading.Event
+    ) -> list[RawMessage]: ...
+
+    def ack(self) -> None: ...
+
+    def give_back(self) -> int: ...
+
+    def restore_abandoned(self) -> int: ...
+
+
+class KombuOrderSource:
+    """RabbitMQ and kombu's SQL transport, through a kombu consumer."""
+
+    def __init__(self, connection: Connection, queue: Queue, settings: Settings) -> None:
+        self.connection = connection
+        self.buffer: list[Message] = []
+        self.held: list[Message] = []
+        self.consumer = connection.Consumer(
+            queues=[queue],
+            on_message=self.buffer.append,  # on_message: kombu does not decode the body
+            on_decode_error=lambda message, _error: self.buffer.append(message),
+            prefetch_count=settings.ingest_batch_size,
+            accept=[JSON_TYPE],
+        )
+
+    def __enter__(self) -> KombuOrderSource:
+        self.consumer.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.consumer.__exit__(*exc)
+
+    def take(
+        self, limit: int, first_wait: float, fill_wait: float, stop: threading.Event
+    ) -> list[RawMessage]:
+        """Wait up to `first_wait` s for a first message, then up to `fill_wait` s from its
+        arrival for the batch to fill (an idle queue costs nothing, a lone message waits little)."""
+        deadline = time.monotonic() + first_wait
+        filling = False
+        while len(self.buffer) < limit and not stop.is_set():
+            if self.buffer and not filling:
+                filling, deadline = True, time.monotonic() + fill_wait
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                self.connection.drain_events(timeout=remaining)
+            except TimeoutError:
+                continue
+        self.held = self.buffer[:]
+        self.buffer.clear()
+        return [raw_message(message) for message in self.held]
+
+    def ack(self) -> None:
+        acknowledge(self.held)
+        self.held = []
+
+    def give_back(self) -> int:
+        """RabbitMQ: basic.reject with requeue; the SQL transport: back on the queue."""
+        held, self.held = self.held, []
+        for message in held:
             message.requeue()
-        except Exception as error:  # noqa: BLE001 - any failure means "the broker will do it"
-            log.warning("requeue failed; the broker will redeliver", error=repr(error))
-            return
+        return len(held)
+
+    def restore_abandoned(self) -> int:
+        return 0  # the broker requeues a dead connection's unacknowledged messages itself
+
+
+def acknowledge(batch: list[Message]) -> None:
+    """Acknowledge a committed batch, message by message (kombu's virtual transports ignore
+    ack(multiple=True); RabbitMQ's acks are not waited for)."""
+    for message in batch:
+        message.ack()

@@ -33,7 +33,7 @@ from models.outcomes import (
     repeat_window,
 )
 from models.policy import Announcement, Policy
-from models.rules import Obligation, Warning, obligations, warnings
+from models.rules import VIOLATION_RULES, Obligation, Warning, obligations, warnings
 from store.base import DueDeadline, UnitOfWork
 
 log = structlog.get_logger("slatimer.services")
@@ -140,27 +140,81 @@ def _first_delivery(event: Event, uow: UnitOfWork, now: datetime) -> bool:
 def fire_deadline(
     deadline: DueDeadline, uow: UnitOfWork, now: datetime, policy: Policy
 ) -> list[Outcome]:
-    """A clock's time came: re-judge the order, unless the clock was met or moved meanwhile."""
-    state = uow.orders.lock(deadline.order_id)  # first: a redelivered twin waits here
+    """A clock's time came: re-judge the order, unless the clock was met or moved meanwhile.
+
+    A violation clock takes its merchant's lock before the order's: grading it may fire the
+    merchant's other overdue clocks first (`_catch_up`), and a worker holding the merchant
+    then never waits for an order another worker holds while waiting for the merchant."""
+    if deadline.rule in VIOLATION_RULES:
+        merchant_id = uow.orders.merchant_of(deadline.order_id)
+        if merchant_id is not None:
+            uow.orders.lock_merchant(merchant_id)
+    state = uow.orders.lock(deadline.order_id)  # a redelivered twin waits here
     if not uow.deadlines.is_due(deadline):
         return []
     return reconcile_order(state, uow, now, policy)
 
 
 def reconcile_order(
-    state: OrderState, uow: UnitOfWork, now: datetime, policy: Policy
+    state: OrderState,
+    uow: UnitOfWork,
+    now: datetime,
+    policy: Policy,
+    as_of: datetime | None = None,
 ) -> list[Outcome]:
-    """Make the record match the facts as of `now`: raise breaches, withdraw disproved ones."""
-    policy = _judging(policy.version_for(state.opened_at), policy, uow)
+    """Make the record match the facts as of `now`: raise breaches, withdraw disproved ones.
+
+    `as_of` judges the order as of an earlier moment — a clock of its merchant fired late, in
+    due order, by `_catch_up` — as a punctual timer would have: breaches due by then, its
+    later clocks left open to fire in their turn. `now` stays the wall clock: alerts are
+    created now, and a warning whose deadline has passed by now is not sent."""
+    policy = _in_force(state, uow, policy)
+    judged_at = as_of or now
     current = obligations(state, policy)
     ahead = warnings(current, policy)
-    plan = plan_reconciliation(current, now, uow.outcomes.for_order(state.order_id), ahead)
-    made = [_warn(state, w, uow, now) for w in plan.to_warn]
+    plan = plan_reconciliation(current, judged_at, uow.outcomes.for_order(state.order_id), ahead)
+    made = [_warn(state, w, uow, now) for w in plan.to_warn if now < w.obligation.due_at]
     made += [_withdraw(state, w, uow, now) for w in plan.to_withdraw]
     for obligation in plan.to_raise:
+        if as_of is None:  # the guard: a caught-up clock catches nothing up itself
+            made += _catch_up(state, obligation, uow, now, policy)
         raised = _raise(state, obligation, uow, now, policy)
         made += [raised, *_standing_escalations(raised, uow, now, policy)]
-    uow.deadlines.sync(state.order_id, [*current, *ahead], now)
+    uow.deadlines.sync(state.order_id, [*current, *ahead], judged_at)
+    return made
+
+
+def _in_force(state: OrderState, uow: UnitOfWork, policy: Policy) -> Policy:
+    """The policy version that judges the order, with the stored announcements and closures."""
+    return _judging(policy.version_for(state.opened_at), policy, uow)
+
+
+def _catch_up(
+    state: OrderState, obligation: Obligation, uow: UnitOfWork, now: datetime, policy: Policy
+) -> list[Outcome]:
+    """Chapter III grades a violation against the merchant's earlier ones (the repeat window,
+    the standing thresholds), so the merchant's record must be written in due order whatever
+    order its clocks fire in (two workers, every overdue clock at once after an outage). Under
+    the merchant's lock, fire the merchant's other violation clocks that come before this one
+    (`DueDeadline.rank`, as replay orders them), each as of its own due time; they are all due
+    by now, since this one is.
+
+    One level only: the list is complete and in due order, so a caught-up clock has nothing
+    before it left to catch up (`reconcile_order`'s `as_of` guard). Clocks of one order are
+    already raised in due order by its own reconciliation."""
+    merchant_id = state.merchant_id
+    if obligation.rule.kind != "violation" or merchant_id is None:
+        return []
+    uow.orders.lock_merchant(merchant_id)
+    this = (obligation.due_at, state.order_id, obligation.rule.id, obligation.subject)
+    earlier = uow.deadlines.open_of_merchant(merchant_id, VIOLATION_RULES, obligation.due_at)
+    made: list[Outcome] = []
+    for deadline in earlier:
+        if deadline.order_id == state.order_id or deadline.rank >= this:
+            continue
+        other = uow.orders.lock(deadline.order_id)
+        if uow.deadlines.is_due(deadline):  # not met or fired meanwhile by another clock
+            made += reconcile_order(other, uow, now, policy, as_of=deadline.due_at)
     return made
 
 

@@ -20,6 +20,7 @@ ROWS = [
     ("withdrawn_on_late_arrival", "breaches raised, then withdrawn on evidence received late"),
     ("late_deadlines", "deadlines fired late beyond the tolerance"),
     ("max_lateness_s", "worst lateness of a fired deadline (s)"),
+    ("max_ingest_delay_s", "worst delay from an event to its receipt in the inbox (s)"),
     ("alerts_delivered", "alerts delivered (every one at least once)"),
     ("bad_messages_tried", "bad messages tried"),
     ("bad_messages_dead_lettered", "bad messages dead-lettered"),

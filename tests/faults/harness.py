@@ -4,8 +4,6 @@ private servers, and the oracle every test ends with (`check_after_drain`)."""
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import random
 import re
@@ -38,6 +36,7 @@ from tests.builders import (
 from tests.faults.figures import FIGURES
 from tests.runtime import FAST_POLICY, Processes, runtime_env, wait_for
 from worker.ingest import connect, publish_events
+from worker.redis_source import envelope_message
 from worker.replay import Replayer
 
 HOUR = timedelta(milliseconds=float(os.environ.get("SLATIMER_FAULTS_HOUR_MS", "100")))
@@ -472,18 +471,53 @@ def all_replayed(outcomes: list[Any], kinds: tuple[str, ...]) -> list[tuple[Any,
     )
 
 
-def lateness(engine: Engine, not_before: datetime | None) -> list[float]:
+Outage = tuple[datetime, datetime]
+"""When a server the runtime needs was down: (crashed at, started again at)."""
+
+
+def lateness(
+    engine: Engine, not_before: datetime | None, outages: list[Outage] | None = None
+) -> list[float]:
     """Seconds between each fired deadline (violation, escalation, warning: `at` is the due
-    time) and its recording; measured from `not_before` when the runtime was down until then."""
+    time) and its recording, measured from when the runtime could first have fired it: the
+    due time, the restart (`not_before`, after an outage) or the receipt of the last of the
+    order's events that happened by the due time (a deadline already past when the facts that
+    make it reached the inbox, held up at a killed ingest, is judged on arrival: that delay is
+    ingest's, counted apart), or the restart of a crashed server (`outages`) that was down at
+    some moment between the due time and the recording: no timer fires while its broker or
+    its database is down."""
     with engine.connect() as connection:
         rows = connection.execute(
-            select(OutcomeRow.at, OutcomeRow.recorded_at).where(
+            select(OutcomeRow.order_id, OutcomeRow.at, OutcomeRow.recorded_at).where(
                 OutcomeRow.kind.in_(("violation", "escalation", "warning"))
             )
         ).all()
-    return [
-        (recorded - max(at, not_before or at)).total_seconds() for at, recorded in rows if recorded
-    ]
+        received = connection.execute(
+            select(InboxRow.order_id, InboxRow.occurred_at, InboxRow.received_at)
+        ).all()
+    arrivals: dict[str, list[tuple[datetime, datetime]]] = {}
+    for order_id, occurred, got in received:
+        arrivals.setdefault(order_id, []).append((occurred, got))
+    late = []
+    for order_id, at, recorded in rows:
+        if recorded is None:
+            continue
+        facts = arrivals.get(order_id, [])
+        learnt = max(
+            (got for occurred, got in facts if occurred <= at and got <= recorded), default=at
+        )
+        start = max(at, learnt, not_before or at)
+        back = [up for down, up in outages or [] if down <= recorded and up >= start]
+        late.append((recorded - max([start, *back])).total_seconds())
+    return late
+
+
+def ingest_delays(engine: Engine) -> list[float]:
+    """Seconds from each event's occurrence (the producer stamps it as it publishes) to its
+    receipt into the inbox: how long the broker and a restarting ingest held it."""
+    with engine.connect() as connection:
+        rows = connection.execute(select(InboxRow.occurred_at, InboxRow.received_at)).all()
+    return [(received - occurred).total_seconds() for occurred, received in rows]
 
 
 def check_after_drain(
@@ -492,6 +526,7 @@ def check_after_drain(
     policy_file: Path,
     exact: tuple[str, ...] = (),
     not_before: datetime | None = None,
+    outages: list[Outage] | None = None,
 ) -> None:
     """The oracle. Every confirmed event is in the inbox once; nothing is recorded twice; the
     standing outcomes (and the ledger's points) are `slatimer replay`'s of the same events in
@@ -502,13 +537,14 @@ def check_after_drain(
     expected = replay(events, producer.stream.end, policy)
     lost = {e.event_id for e in events} - inbox_ids(engine)
     doubles = duplicates(engine)
-    late = lateness(engine, not_before)
+    late = lateness(engine, not_before, outages)
     FIGURES.add("events_published", len(events))
     FIGURES.add("events_lost", len(lost))
     FIGURES.add("duplicate_outcomes", sum(doubles.values()))
     FIGURES.add("outcomes_checked", len(expected))
     FIGURES.add("late_deadlines", sum(1 for s in late if s > LATE_TOLERANCE))
     FIGURES.peak("max_lateness_s", max(late, default=0.0))
+    FIGURES.peak("max_ingest_delay_s", max(ingest_delays(engine), default=0.0))
     assert not lost, (
         f"{len(lost)} confirmed events never reached the inbox: {sorted(lost)[:5]}; "
         f"still on the broker: {still_queued(producer.settings, lost)}"
@@ -517,7 +553,10 @@ def check_after_drain(
     # the runtime's clock runs on after the stream ends (the `tick` orders' clocks fall due
     # later): what is judged is what fell due by the end, the moment replay stops at
     end = producer.stream.end
-    same("standing outcomes", standing_recorded(engine, end), standing(expected))
+    try:
+        same("standing outcomes", standing_recorded(engine, end), standing(expected))
+    except AssertionError as differs:
+        raise AssertionError(f"{differs}\n{timelines(engine, str(differs))}") from None
     points = {k: v for k, v in points_by_merchant(expected).items() if v}
     same("net points", sorted(ledger_net(engine, end).items()), sorted(points.items()))
     if exact:
@@ -526,6 +565,31 @@ def check_after_drain(
     assert any(o.kind == "violation" for o in expected) and any(
         o.kind == "escalation" for o in expected
     )
+
+
+def timelines(engine: Engine, report: str) -> str:
+    """What the store holds of each order named in a failure report, in time order: events
+    (happened, received) and outcomes (due, recorded), so a red run explains itself."""
+    orders = sorted(set(re.findall(r"'([\w-]+-o\d+)'", report)))
+    lines = []
+    with engine.connect() as connection:
+        for order in orders:
+            lines.append(f"-- {order}")
+            for row in connection.execute(
+                select(InboxRow.type, InboxRow.occurred_at, InboxRow.received_at)
+                .where(InboxRow.order_id == order)
+                .order_by(InboxRow.received_at)
+            ):
+                lines.append(f"   event {row.type}: happened {row.occurred_at:%T.%f}, "
+                             f"received {row.received_at:%T.%f}")  # fmt: skip
+            for row in connection.execute(
+                select(OutcomeRow.kind, OutcomeRow.rule, OutcomeRow.at, OutcomeRow.recorded_at)
+                .where(OutcomeRow.order_id == order)
+                .order_by(OutcomeRow.id)
+            ):
+                lines.append(f"   {row.kind} {row.rule}: at {row.at:%T.%f}, "
+                             f"recorded {row.recorded_at:%T.%f}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def exactly(engine: Engine, kinds: tuple[str, ...], expected: list[Any], end: datetime) -> None:
@@ -568,14 +632,15 @@ def same(what: str, recorded: list[Any], replayed: list[Any]) -> None:
 
 
 def still_queued(settings: Settings, event_ids: set[str]) -> dict[str, int]:
-    """Redis: how many of `event_ids` wait on the order queue, or in ingest's unacknowledged
-    hash (taken by a consumer, not yet restored): slow, not lost. Other brokers: {}."""
+    """Redis: how many of `event_ids` wait on the order queue, or on an ingest consumer's taken
+    list (taken, not yet acknowledged or restored): slow, not lost. Other brokers: {}."""
     if not settings.broker_url.startswith("redis"):
         return {}
     client = redis.Redis.from_url(settings.broker_url)
+    taken = client.keys(f"{settings.order_queue}.taken.*")
     places = {
         "queued": client.lrange(settings.order_queue, 0, -1),
-        "unacked": client.hvals(f"{settings.order_queue}.unacked"),
+        "taken": [raw for key in taken for raw in client.lrange(key, 0, -1)],
     }
     return {
         place: sum(any(event_id.encode() in _body(raw) for event_id in event_ids) for raw in raws)
@@ -584,13 +649,8 @@ def still_queued(settings: Settings, event_ids: set[str]) -> dict[str, int]:
 
 
 def _body(raw: bytes) -> bytes:
-    """The producer's bytes inside a kombu Redis envelope (an unacked entry wraps it in a list)."""
-
-    envelope = json.loads(raw)
-    message = envelope[0] if isinstance(envelope, list) else envelope
-    body = str(message["body"]).encode()
-    encoded = message["properties"].get("body_encoding") == "base64"
-    return base64.b64decode(body) if encoded else body
+    """The producer's bytes inside a kombu Redis envelope."""
+    return envelope_message(raw).body
 
 
 def ledger_net(engine: Engine, until: datetime) -> dict[str, int]:

@@ -23,6 +23,7 @@ from tests.faults.figures import FIGURES
 from tests.faults.harness import (
     HOUR,
     SPREAD,
+    Outage,
     Producer,
     Supervised,
     check_after_drain,
@@ -88,6 +89,7 @@ Action = Callable[[Supervised, Producer, random.Random], None]
 def under_chaos(
     tmp_path: Path, pg: Engine, broker_url: str, seed: int, action: Action,
     every: tuple[float, float], dispatchers: int = 1, broker_for: dict[str, str] | None = None,
+    outages: list[Outage] | None = None,
 ) -> None:  # fmt: skip
     """The shape of every chaos test: the runtime (supervised) and a producer publishing a
     fresh stream whose deadlines fall due throughout; `action` every `every` seconds until the
@@ -101,7 +103,7 @@ def under_chaos(
             wait_until(producer.stream.end)
         drain(pg, producer, children)
     assert not children.unexplained_exits(), children.unexplained_exits()
-    check_after_drain(pg, producer, policy_file)
+    check_after_drain(pg, producer, policy_file, outages=outages)
 
 
 def crash_and_restart(
@@ -109,16 +111,21 @@ def crash_and_restart(
     fault: str,
     down: tuple[float, float],
     resend: bool = False,
+    outages: list[Outage] | None = None,
 ) -> Action:
-    """Crash the server, leave it down for a while, start it on its data again. With `resend`
-    the producer re-sends what it published just before (Redis fsyncs its AOF every second)."""
+    """Crash the server, leave it down for a while, start it on its data again (each outage
+    noted in `outages`, so lateness is measured from the restart). With `resend` the producer
+    re-sends what it published just before (Redis fsyncs its AOF every second)."""
 
     def action(_children: Supervised, producer: Producer, rng: random.Random) -> None:
+        crashed = datetime.now(UTC)
         server.crash()
         if resend:
             producer.broker_crashed()
         time.sleep(rng.uniform(*down))
         server.start()
+        if outages is not None:
+            outages.append((crashed, datetime.now(UTC)))
         FIGURES.fault(fault)
 
     return action
@@ -128,20 +135,7 @@ def crash_and_restart(
     "victims",
     [
         ("worker",),
-        pytest.param(
-            ("ingest", "worker"),
-            marks=[
-                pytest.mark.wip,
-                pytest.mark.xfail(
-                    strict=False,
-                    reason="OPEN: an ingest SIGKILL loses an event in about 1 run of 3 on Redis; "
-                    "the message is on no Redis key (not queued, not in ingest's unacked hash): "
-                    "popped for a BRPOP whose reply the killed process never recorded (kombu "
-                    "records a message as unacknowledged only once read). Reading the reply "
-                    "outstanding before a batch is handled did not stop it (docs/faults.md)",
-                ),
-            ],
-        ),
+        ("ingest", "worker"),
     ],
 )
 def test_worker_and_ingest_killed_at_random_moments_lose_nothing(
@@ -173,24 +167,19 @@ def test_redis_killed_and_restarted_during_publishing_and_processing(
 ) -> None:
     # Given Redis with AOF (appendfsync everysec), as docs/runtime.md recommends
     # When it is killed with SIGKILL every 3-6 s and restarted on its AOF after 0.2-1.5 s
-    crash = crash_and_restart(private_redis, "kill -9 redis", (0.2, 1.5), resend=True)
-    under_chaos(tmp_path, pg, private_redis.url, SEED + 2, crash, (3.0, 6.0))
+    outages: list[Outage] = []
+    crash = crash_and_restart(private_redis, "kill -9 redis", (0.2, 1.5), True, outages)
+    under_chaos(tmp_path, pg, private_redis.url, SEED + 2, crash, (3.0, 6.0), outages=outages)
 
 
-@pytest.mark.wip
-@pytest.mark.xfail(
-    strict=False,
-    reason="FLAKY, undiagnosed: red in 2 of about 10 runs (once a standing "
-    "cancellation_review_overdue escalation missing, once deadlines 17-19 s late against the "
-    "15 s tolerance while the node was killed every 4-8 s); runs in make test-faults",
-)
 def test_rabbitmq_killed_and_restarted_during_publishing_and_processing(
     tmp_path: Path, pg: Engine, private_rabbit: PrivateRabbit
 ) -> None:
     # Given RabbitMQ as the broker (durable queues, persistent messages, publisher confirms)
     # When its node is killed with SIGKILL every 4-8 s and started again after 0.2-1.5 s
-    crash = crash_and_restart(private_rabbit, "kill -9 rabbitmq", (0.2, 1.5))
-    under_chaos(tmp_path, pg, private_rabbit.url, SEED + 6, crash, (4.0, 8.0))
+    outages: list[Outage] = []
+    crash = crash_and_restart(private_rabbit, "kill -9 rabbitmq", (0.2, 1.5), outages=outages)
+    under_chaos(tmp_path, pg, private_rabbit.url, SEED + 6, crash, (4.0, 8.0), outages=outages)
 
 
 def test_postgres_crashed_and_restarted_during_processing(
@@ -199,8 +188,9 @@ def test_postgres_crashed_and_restarted_during_processing(
     # When PostgreSQL crashes (pg_ctl stop -m immediate: in-flight transactions are gone) every
     # 3-6 s and comes back (crash recovery) after 0.5-2 s
     # Then every process reconnected, and nothing was acknowledged before its commit
-    crash = crash_and_restart(private_pg, "pg_ctl stop -m immediate", (0.5, 2.0))
-    under_chaos(tmp_path, pg, private_redis.url, SEED + 3, crash, (3.0, 6.0))
+    outages: list[Outage] = []
+    crash = crash_and_restart(private_pg, "pg_ctl stop -m immediate", (0.5, 2.0), outages=outages)
+    under_chaos(tmp_path, pg, private_redis.url, SEED + 3, crash, (3.0, 6.0), outages=outages)
 
 
 BEHIND_THE_PROXY = {
@@ -214,19 +204,7 @@ BEHIND_THE_PROXY = {
     "side",
     [
         "worker",
-        pytest.param(
-            "ingest",
-            marks=[
-                pytest.mark.wip,
-                pytest.mark.xfail(
-                    strict=False,
-                    reason="KNOWN LIMIT of kombu's Redis transport: the order consumer takes a "
-                    "message with BRPOP (removed from the list) before it is recorded as "
-                    "unacknowledged; a reply lost in a reset connection loses that event. Rare "
-                    "(the reply's time in flight); RabbitMQ has no such window (docs/faults.md)",
-                ),
-            ],
-        ),
+        "ingest",
     ],
 )
 def test_a_network_cut_between_the_processes_and_the_broker(

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import redis
 from kombu import Connection
@@ -62,14 +61,13 @@ class OrderQueue:
             return int(queue.queue_declare().message_count)
 
     def unacked_on_redis(self) -> int:
-        """Messages a Redis consumer took but has not acknowledged (ingest keeps them in its
-        own hash, worker.ingest.transport_options; ours are told apart by their exchange)."""
+        """Messages Redis consumers took but have not acknowledged: on their taken lists
+        (worker/redis_source.py)."""
         if self.kind != "redis":
             return 0
         client = redis.Redis.from_url(self.settings.broker_url)
-        unacked = client.hvals(f"{self.settings.order_queue}.unacked")
-        entries = [orjson.loads(raw) for raw in unacked]
-        return sum(1 for entry in entries if entry[1] == self.settings.order_exchange)
+        taken = client.keys(f"{self.settings.order_queue}.taken.*")
+        return sum(int(client.llen(key)) for key in taken)
 
     def delete(self) -> None:
         with self.connection() as connection:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +23,6 @@ from models.events import MAX_EVENT_BYTES
 from store.tables import DeadLetterRow, DeadlineRow, InboxRow
 from tests.builders import T0, H, doc
 from tests.integration.conftest import OrderQueue
-from worker import ingest
 from worker.bootstrap import bootstrap
 from worker.ingest import Ingestor, publish_events
 
@@ -199,20 +197,15 @@ def test_nothing_is_acknowledged_while_the_database_is_down(
 
 
 def test_the_consumer_reconnects_after_losing_redis(
-    redis_url: str, pg_engine: Engine, make_order_queue: Any, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, pg_engine: Engine, make_order_queue: Any
 ) -> None:
     queue: OrderQueue = make_order_queue(redis_url, database_url(pg_engine))
-    name = f"slatimer-test-{uuid.uuid4().hex[:8]}"  # so only this consumer's links are cut
-    options = ingest.transport_options
-    monkeypatch.setattr(
-        ingest, "transport_options", lambda url, s: {**options(url, s), "client_name": name}
-    )
     ingestor = Ingestor(bootstrap(queue.settings))
     with running(ingestor):
         publish_events(redis_url, [created("e1", "o1")], queue.settings)
         wait_for(lambda: ingestor.stats.accepted == 1)
-        # When the server drops the consumer's connections
-        assert _kill_redis_clients(redis_url, name) >= 1
+        # When the server drops the consumer's connections (found by its client name)
+        assert _kill_redis_clients(redis_url, f"slatimer-ingest:{queue.settings.order_queue}:") >= 1
         publish_events(redis_url, [created("e2", "o2")], queue.settings)
         # Then it reconnects and carries on
         wait_for(lambda: ingestor.stats.accepted == 2, timeout=20)
@@ -221,18 +214,16 @@ def test_the_consumer_reconnects_after_losing_redis(
 
 
 TAKE_AND_HANG = """
-import sys, time
+import threading, time
 from config.settings import Settings
-from worker.ingest import connect, order_queue
+from worker.redis_source import redis_source
 settings = Settings()
-taken = []
-with connect(settings) as connection:
-    consumer = connection.Consumer([order_queue(settings)], on_message=taken.append)
-    with consumer:
-        while len(taken) < 2:
-            connection.drain_events(timeout=10)
-        print("taken", flush=True)
-        time.sleep(600)
+with redis_source(settings, settings.broker_url) as source:
+    taken = []
+    while len(taken) < 2:
+        taken += source.take(2 - len(taken), 10, 0.1, threading.Event())
+    print("taken", flush=True)
+    time.sleep(600)
 """
 
 
@@ -297,8 +288,11 @@ def _same_queue(queue: OrderQueue, database: str) -> OrderQueue:
 
 
 def _kill_redis_clients(url: str, name: str) -> int:
+    """Drop the connections of the clients whose name starts with `name`."""
     client = redis.Redis.from_url(url)
-    victims = [entry["id"] for entry in client.client_list() if entry.get("name") == name]
+    victims = [
+        entry["id"] for entry in client.client_list() if entry.get("name", "").startswith(name)
+    ]
     for victim in victims:
         client.client_kill_filter(_id=victim)
     return len(victims)

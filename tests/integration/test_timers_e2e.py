@@ -133,13 +133,14 @@ def test_events_from_the_order_queue_to_outcomes_equal_replay(
         **{k: v for k, v in queue.env.items() if k.startswith("SLATIMER_ORDER_")},
     }
     settings = queue.settings.model_copy(update={"timer_queue": timer_queue})
-    t0 = datetime.now(UTC) + timedelta(seconds=4)
-    arrivals = scenario(t0)
-    end = t0 + 160 * HOUR
     try:
         with processes(env, tmp_path) as children:
             for role in ("ingest", "worker", "dispatcher"):
                 children.start(role)
+            children.wait_ready("ingest", "worker", "dispatcher")
+            t0 = datetime.now(UTC) + timedelta(seconds=1)
+            arrivals = scenario(t0)
+            end = t0 + 160 * HOUR
             # When the producer publishes each event as plain JSON when it happens
             publish_in_real_time(arrivals, settings)
             try:

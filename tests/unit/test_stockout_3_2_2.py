@@ -85,3 +85,27 @@ def test_chapter_iii_cap_frees_the_category_when_its_violation_is_withdrawn(
         ("violation", "collection_overdue", "2026-03-06T13:00:00Z"),
         ("retraction", "stockout_contact_overdue", "2026-03-07T19:00:00Z"),
     ]
+
+
+def test_chapter_iii_a_late_received_stockout_supersedes_the_later_collection_violation(
+    policy: Policy,
+) -> None:
+    # Given a 2.1.1 violation raised at 120 h on an order the runtime knew nothing more of
+    # When a stock-out declared at 1 h, never followed by contact, reaches it only at 130 h
+    events = [
+        order_created("o1"),
+        order_created("o2", at=T0 + 130 * H),
+        stockout("o1", T0 + H),
+    ]
+    outcomes = [o for o in run(events, policy) if o["order_id"] == "o1"]
+    # Then the category's one violation is its earliest breach, 3.2.2 at 48 h (as if every fact
+    # had been known in time): the collection violation is withdrawn, its points reversed
+    assert _rules(outcomes) == [
+        ("violation", "stockout_contact_overdue", "2026-03-04T09:00:00Z"),
+        ("violation", "collection_overdue", "2026-03-07T09:00:00Z"),
+        ("retraction", "collection_overdue", "2026-03-07T19:00:00Z"),
+    ]
+    assert [o["points"] for o in outcomes] == [4, 4, -4]
+    assert "superseded by the earlier breach stockout_contact_overdue" in outcomes[2]["evidence"]
+    on_time = run([order_created("o1"), stockout("o1", T0 + H)], policy, until=T0 + 131 * H)
+    assert _rules(on_time) == _rules(outcomes[:1])
