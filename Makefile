@@ -17,7 +17,7 @@ export SLATIMER_TEST_DATABASE_URL SLATIMER_TEST_REDIS_URL SLATIMER_TEST_AMQP_URL
 
 .PHONY: help install services lint test-unit test-integration compose-check test demo clean \
 	test-faults soak \
-	bench bench-quick
+	bench bench-quick profile-replay
 
 help: ## list targets
 	@echo "slatimer make targets:"
@@ -79,6 +79,13 @@ bench: $(STAMP) services ## benchmarks B1–B5 beside the naive-ETA baseline (< 
 
 bench-quick: $(STAMP) services ## the same harness on small sizes, no timing assertions (< 2 min)
 	$(BIN)/python -m bench --quick
+
+REPLAY_ORDERS ?= 15000
+profile-replay: $(STAMP) ## py-spy flame graph of `slatimer replay` on a generated log (~100k events)
+	$(BIN)/python examples/generate.py --orders $(REPLAY_ORDERS) > /tmp/slatimer-replay.jsonl
+	$(BIN)/py-spy record --rate 250 --output /tmp/slatimer-replay.svg -- \
+		$(BIN)/python -m worker replay /tmp/slatimer-replay.jsonl --summary > /dev/null
+	@echo "flame graph: /tmp/slatimer-replay.svg"
 
 clean: ## remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

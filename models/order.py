@@ -157,6 +157,8 @@ class OrderState(BaseModel):
 
     def cancellation_ids(self) -> list[str]:
         """Every cancellation seen, requested or only reviewed (events may arrive out of order)."""
+        if not self.requests and not self.reviews:
+            return []  # most orders: asked twice per reconcile
         requested = {request.cancellation_id for request in self.requests}
         return sorted(requested | {review.cancellation_id for review in self.reviews})
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Literal, Protocol
 
 from models.calendars import Interval, Timed
@@ -190,9 +191,13 @@ def _obligation(
     )
 
 
-def _at_once(rule: Rule, fact: Fact, clause: str | None = None, evidence: str = "") -> Obligation:
+def _at_once(
+    rule: Rule, fact: Fact, clause: str | None = None, evidence: str = "", subject: str = ""
+) -> Obligation:
     """A breach the event itself is: due the moment it happened, never met."""
-    return _obligation(rule, fact.at, fact.at, None, clause=clause, evidence=evidence or None)
+    return _obligation(
+        rule, fact.at, fact.at, None, subject=subject, clause=clause, evidence=evidence or None
+    )
 
 
 def _collection(order: OrderState, created: Creation, policy: Policy) -> Obligation:
@@ -292,8 +297,9 @@ def false_delivery(order: OrderState, created: Creation, policy: Policy) -> list
         _trace_to_another_address(order, created),
         _trace_by_another_carrier(order),
     ]
-    # each case is its own clock (subject "3.3(n)"); the category cap keeps one violation
-    return [replace(case, subject=case.clause) for case in cases if case is not None]
+    # each case is its own clock (subject "3.3(n)", its clause); the category cap keeps one
+    # violation
+    return [case for case in cases if case is not None]
 
 
 def _no_trace_after_shipping(order: OrderState, policy: Policy) -> Obligation | None:
@@ -305,7 +311,7 @@ def _no_trace_after_shipping(order: OrderState, policy: Policy) -> Obligation | 
     first = _stamp(min(traces, key=lambda t: t.sort_key())) if traces else None
     due = shipped.at + policy.limits.trace_after_shipping
     evidence = f"no trace for waybill {shipped.waybill_no} within the limit"
-    return _obligation(FALSE_DELIVERY, shipped.at, due, first, clause="3.3(1)", evidence=evidence)
+    return _obligation(FALSE_DELIVERY, shipped.at, due, first, "3.3(1)", "3.3(1)", evidence)
 
 
 def _trace_went_quiet(order: OrderState, policy: Policy) -> Obligation | None:
@@ -317,10 +323,11 @@ def _trace_went_quiet(order: OrderState, policy: Policy) -> Obligation | None:
         if trace.at > last + gap:
             break
         if trace.status == "delivered":
-            return _obligation(FALSE_DELIVERY, last, last + gap, trace.sort_key(), "", "3.3(2)")
+            met = trace.sort_key()
+            return _obligation(FALSE_DELIVERY, last, last + gap, met, "3.3(2)", "3.3(2)")
         last = trace.at
     evidence = f"no trace update for {gap} after {last.isoformat()}"
-    return _obligation(FALSE_DELIVERY, last, last + gap, None, "", "3.3(2)", evidence)
+    return _obligation(FALSE_DELIVERY, last, last + gap, None, "3.3(2)", "3.3(2)", evidence)
 
 
 def _invalid_waybill(order: OrderState, policy: Policy) -> Obligation | None:
@@ -331,7 +338,7 @@ def _invalid_waybill(order: OrderState, policy: Policy) -> Obligation | None:
     if re.fullmatch(policy.waybill_formats[shipped.carrier], shipped.waybill_no):
         return None
     evidence = f"waybill {shipped.waybill_no} is not a valid {shipped.carrier} number"
-    return _at_once(FALSE_DELIVERY, shipped, "3.3(3)", evidence)
+    return _at_once(FALSE_DELIVERY, shipped, "3.3(3)", evidence, subject="3.3(3)")
 
 
 def _trace_to_another_address(order: OrderState, created: Creation) -> Obligation | None:
@@ -341,7 +348,7 @@ def _trace_to_another_address(order: OrderState, created: Creation) -> Obligatio
         return None
     first = min(elsewhere, key=lambda t: t.sort_key())
     evidence = f"trace goes to {first.destination_postcode}, the order to {created.postcode}"
-    return _at_once(FALSE_DELIVERY, first, "3.3(4)", evidence)
+    return _at_once(FALSE_DELIVERY, first, "3.3(4)", evidence, subject="3.3(4)")
 
 
 def _trace_by_another_carrier(order: OrderState) -> Obligation | None:
@@ -354,7 +361,7 @@ def _trace_by_another_carrier(order: OrderState) -> Obligation | None:
         return None
     first = min(other, key=lambda t: t.sort_key())
     evidence = f"trace carrier {first.carrier}, declared {declared}"
-    return _at_once(FALSE_DELIVERY, first, "3.3(5)", evidence)
+    return _at_once(FALSE_DELIVERY, first, "3.3(5)", evidence, subject="3.3(5)")
 
 
 def _complaints(order: OrderState) -> list[Obligation]:
@@ -482,10 +489,7 @@ class Warning:
 
     @property
     def slot(self) -> tuple[str, str]:
-        return (
-            f"{self.obligation.rule.id}:warn:{self.lead.total_seconds():g}s",
-            self.obligation.subject,
-        )
+        return (_warning_rule(self.obligation.rule.id, self.lead), self.obligation.subject)
 
     @property
     def breached(self) -> bool:
@@ -503,6 +507,12 @@ class Warning:
     @property
     def paused(self) -> tuple[Interval, ...]:
         return self.obligation.paused
+
+
+@cache
+def _warning_rule(rule_id: str, lead: timedelta) -> str:
+    """A warning's timer name: formatted once per rule and lead (it is asked for per clock)."""
+    return f"{rule_id}:warn:{lead.total_seconds():g}s"
 
 
 def warnings(current: Iterable[Obligation], policy: Policy) -> list[Warning]:

@@ -43,29 +43,40 @@ class IntegrityError(Exception):
     """The in-memory twin of a database constraint violation."""
 
 
+_MISSING: Any = object()
+
+
 class _Journal:
+    """The transaction's undo log: callables, or (mapping, key, old value) for a plain write
+    (a tuple, not a closure: replay writes a few times per event and rolls back never)."""
+
     def __init__(self) -> None:
-        self.undo: list[Undo] = []
+        self.undo: list[Undo | tuple[MutableMapping[Any, Any], Any, Any]] = []
 
     def set(self, mapping: MutableMapping[K, V], key: K, value: V) -> None:
-        missing = key not in mapping
-        old = mapping.get(key)
+        self.undo.append((mapping, key, mapping.get(key, _MISSING)))
         mapping[key] = value
-        self.undo.append(lambda: self._restore(mapping, key, old, missing))
 
-    @staticmethod
-    def _restore(mapping: MutableMapping[K, V], key: K, old: V | None, missing: bool) -> None:
-        if missing:
-            del mapping[key]
-        else:
-            mapping[key] = old  # type: ignore[assignment]
+    def undo_to(self, mark: int) -> None:
+        while len(self.undo) > mark:
+            step = self.undo.pop()
+            if callable(step):
+                step()
+                continue
+            mapping, key, old = step
+            if old is _MISSING:
+                del mapping[key]
+            else:
+                mapping[key] = old
 
 
 class MemoryInbox:
+    """Event ids and digests: what tells a redelivery from a reused id. The events themselves
+    are not kept (nothing reads them back, and a million of them took gigabytes in replay)."""
+
     def __init__(self, journal: _Journal) -> None:
         self._journal = journal
         self.digests: dict[str, str] = {}
-        self.events: dict[str, Event] = {}
 
     def digest_of(self, event_id: str) -> str | None:
         return self.digests.get(event_id)
@@ -74,7 +85,6 @@ class MemoryInbox:
         if event.event_id in self.digests:
             raise IntegrityError(f"inbox: duplicate event_id {event.event_id}")
         self._journal.set(self.digests, event.event_id, digest)
-        self._journal.set(self.events, event.event_id, event)
 
 
 class MemoryOrders:
@@ -119,12 +129,22 @@ class MemoryClosures:
     def __init__(self, journal: _Journal) -> None:
         self._journal = journal
         self.by_id: dict[str, Closure] = {}
+        self._sorted: tuple[Closure, ...] | None = ()
+        """`all()` kept between changes: every reconcile asks for it."""
 
     def add(self, closure: Closure) -> None:
         self._journal.set(self.by_id, closure.closure_id, closure)
+        self._forget()
+        self._journal.undo.append(self._forget)
+
+    def _forget(self) -> None:
+        self._sorted = None
 
     def all(self) -> tuple[Closure, ...]:
-        return tuple(sorted(self.by_id.values(), key=lambda c: (c.starts_at, c.closure_id)))
+        if self._sorted is None:
+            ordered = sorted(self.by_id.values(), key=lambda c: (c.starts_at, c.closure_id))
+            self._sorted = tuple(ordered)
+        return self._sorted
 
 
 class MemoryOutcomes:
@@ -215,8 +235,12 @@ class MemoryDeadlines:
         """Working-time clocks: the calendar in force and the paused stretches."""
 
     def sync(self, order_id: str, current: Sequence[Clocked], now: datetime) -> None:
+        wanted = set()
+        indexed = self._order_keys[order_id]  # an index only: a stale key is harmless
         for clock in current:
-            key = (order_id, *clock.slot)
+            rule, subject = clock.slot
+            key = (order_id, rule, subject)
+            wanted.add(key)
             timing = calendar_of(clock)
             if timing != self.calendars.get(key, NO_CALENDAR):
                 self._journal.set(self.calendars, key, timing)
@@ -224,10 +248,11 @@ class MemoryDeadlines:
             if self.rows.get(key) == row:
                 continue
             self._journal.set(self.rows, key, row)
-            self._order_keys[order_id].add(key)  # an index only: a stale key is harmless
+            indexed.add(key)
             if row[1] == "pending":
                 heapq.heappush(self._heap, (clock.due_at, key))
-        self._close_vanished(order_id, {(order_id, *clock.slot) for clock in current})
+        if not indexed <= wanted:  # most reconciles keep every clock: nothing to close
+            self._close_vanished(order_id, wanted)
 
     def _close_vanished(self, order_id: str, wanted: set[DeadlineKey]) -> None:
         """A clock whose obligation no longer applies (late evidence removed it) is closed."""
@@ -329,16 +354,52 @@ class MemoryDeadlines:
         return list(found.values())
 
 
+class _RunningTotal:
+    """Points by time with prefix sums, so a rolling window is two bisections, not a scan of
+    every entry (replay asks once per violation: the scan made it quadratic). Entries come
+    mostly in time order, so an insertion rarely shifts more than a few sums."""
+
+    def __init__(self) -> None:
+        self.times: list[datetime] = []
+        self.sums: list[int] = [0]
+        """sums[k]: the points of the first k entries by time."""
+
+    def add(self, at: datetime, points: int) -> None:
+        index = bisect.bisect_right(self.times, at)
+        self.times.insert(index, at)
+        self.sums.insert(index + 1, self.sums[index])
+        for later in range(index + 1, len(self.sums)):
+            self.sums[later] += points
+
+    def remove(self, at: datetime, points: int) -> None:
+        """Undo an `add`: entries at the same time are interchangeable to a window query."""
+        index = bisect.bisect_left(self.times, at)
+        del self.times[index]
+        del self.sums[index + 1]
+        for later in range(index + 1, len(self.sums)):
+            self.sums[later] -= points
+
+    def between(self, since: datetime, until: datetime) -> int:
+        """Points of the entries with `since <= at <= until`."""
+        first = bisect.bisect_left(self.times, since)
+        last = bisect.bisect_right(self.times, until)
+        return self.sums[last] - self.sums[first] if last > first else 0
+
+
 class MemoryLedger:
     def __init__(self, journal: _Journal) -> None:
         self._journal = journal
         self.entries: dict[tuple[str, str, str, datetime, str], LedgerEntry] = {}
+        self._by_merchant: dict[str, _RunningTotal] = defaultdict(_RunningTotal)
 
     def add(self, entry: LedgerEntry) -> None:
         key = (entry.order_id, entry.rule, entry.subject, entry.outcome_at, entry.entry)
         if key in self.entries:
             raise IntegrityError(f"ledger entry {key} twice")
         self._journal.set(self.entries, key, entry)
+        running = self._by_merchant[entry.merchant_id]
+        running.add(entry.outcome_at, entry.points)
+        self._journal.undo.append(lambda: running.remove(entry.outcome_at, entry.points))
 
     def totals(self) -> dict[str, int]:
         totals: dict[str, int] = defaultdict(int)
@@ -347,11 +408,8 @@ class MemoryLedger:
         return dict(sorted(totals.items()))
 
     def standing(self, merchant_id: str, since: datetime, until: datetime) -> int:
-        return sum(
-            entry.points
-            for entry in self.entries.values()
-            if entry.merchant_id == merchant_id and since <= entry.outcome_at <= until
-        )
+        running = self._by_merchant.get(merchant_id)
+        return running.between(since, until) if running else 0
 
 
 class MemoryDeadLetters:
@@ -451,5 +509,4 @@ class MemoryUnitOfWork:
             yield self
 
     def _undo_to(self, mark: int) -> None:
-        while len(self._journal.undo) > mark:
-            self._journal.undo.pop()()
+        self._journal.undo_to(mark)

@@ -186,16 +186,7 @@ def reconcile_order(
 
 def _in_force(state: OrderState, uow: UnitOfWork, policy: Policy) -> Policy:
     """The policy version that judges the order, with the stored announcements and closures."""
-    judged = policy.version_for(state.opened_at)
-    return judged.model_copy(
-        update={
-            "announcements": uow.announcements.all(),
-            "closures": uow.closures.all(),
-            # calendars say when the platform works, not how merchants must behave: the
-            # ones in force now apply to every open clock, whichever version judges it
-            "calendars": {**judged.calendars, **policy.calendars},
-        }
-    )
+    return _judging(policy.version_for(state.opened_at), policy, uow)
 
 
 def _catch_up(
@@ -225,6 +216,32 @@ def _catch_up(
         if uow.deadlines.is_due(deadline):  # not met or fired meanwhile by another clock
             made += reconcile_order(other, uow, now, policy, as_of=deadline.due_at)
     return made
+
+
+_JUDGING: dict[tuple[int, int], tuple[Policy, Policy, object, object, Policy]] = {}
+
+
+def _judging(judged: Policy, current: Policy, uow: UnitOfWork) -> Policy:
+    """The version judging an order, with the announcements and closures known so far and the
+    calendars in force now. Built once per version and state of those, not per reconcile: the
+    copy cost more than the rules it feeds (replay reconciles once or twice per event)."""
+    announcements, closures = uow.announcements.all(), uow.closures.all()
+    hit = _JUDGING.get((id(judged), id(current)))
+    if hit and hit[:2] == (judged, current) and hit[2:4] == (announcements, closures):
+        return hit[4]
+    policy = judged.model_copy(
+        update={
+            "announcements": announcements,
+            "closures": closures,
+            # calendars say when the platform works, not how merchants must behave: the
+            # ones in force now apply to every open clock, whichever version judges it
+            "calendars": {**judged.calendars, **current.calendars},
+        }
+    )
+    if len(_JUDGING) > 32:  # policy files reloaded many times: forget the old versions
+        _JUDGING.clear()
+    _JUDGING[(id(judged), id(current))] = (judged, current, announcements, closures, policy)
+    return policy
 
 
 def _warn(state: OrderState, warning: Warning, uow: UnitOfWork, now: datetime) -> Outcome:
