@@ -6,10 +6,13 @@ runtime redoes it, with the grades replay gives."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -66,7 +69,7 @@ def test_two_workers_firing_two_clocks_of_one_merchant_take_turns(
         other = Worker(
             lambda: fire_due([first], lambda: sql_uow(pg_engine), clock(), shipped_policy)
         )
-        wait_until_blocked(pg_engine)  # on the merchant's lock, not a deadlock
+        wait_until_blocked(pg_engine, other)  # on the merchant's lock, not a deadlock
         later.commit()
     other.join()
     # Then neither failed, and o0 is general, o1 a repeat: as replay grades them
@@ -94,7 +97,7 @@ def test_a_deadlock_between_ingest_and_a_timer_is_redone_with_replays_grades(
             if hold:
                 batch.orders.lock("o0")
                 timer.start_once()
-                wait_until_blocked(pg_engine)
+                wait_until_blocked(pg_engine, timer)
             message = RawMessage(orjson.dumps(late_scan.model_dump(mode="json")))
             ingest_batch([message], batch, BACK, shipped_policy, "test", timedelta(0), False)
             batch.commit()
@@ -135,6 +138,15 @@ def redone(attempt: Callable[[], None], times: int = 3) -> None:
                 raise
 
 
+def _sessions(connection: Any) -> list[Any]:
+    """What every session of this database is doing (for a failure report)."""
+    query = text(
+        "SELECT pid, state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity "
+        "WHERE datname = current_database()"
+    )
+    return [tuple(row) for row in connection.execute(query)]
+
+
 class Worker:
     """Another worker process's transaction, on a thread; its exception is kept."""
 
@@ -156,14 +168,19 @@ class Worker:
         except BaseException as error:  # noqa: BLE001 - reported by the test
             self.error = error
 
+    def stack(self) -> str:
+        """Where the thread is now (for a failure report)."""
+        frame = sys._current_frames().get(self.thread.ident or -1)
+        return "".join(traceback.format_stack(frame)) if frame else "(not running)"
+
     def join(self) -> None:
         self.thread.join(WAIT)
         assert not self.thread.is_alive(), "the other worker never finished"
 
 
-def wait_until_blocked(engine: Engine) -> None:
+def wait_until_blocked(engine: Engine, worker: Worker | None = None) -> None:
     """Until another session of this database waits on a lock (a wall-clock condition on the
-    server, not rule time)."""
+    server, not rule time). A `worker` that ends instead fails the wait at once, with why."""
     query = text(
         "SELECT count(*) FROM pg_stat_activity "
         "WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -171,5 +188,9 @@ def wait_until_blocked(engine: Engine) -> None:
     deadline = time.monotonic() + WAIT
     with engine.connect() as connection:
         while not connection.execute(query).scalar():
-            assert time.monotonic() < deadline, "the other worker never blocked"
+            assert time.monotonic() < deadline, (
+                f"the other worker never blocked: {_sessions(connection)}"
+            )
+            if worker is not None and worker.started and not worker.thread.is_alive():
+                raise AssertionError(f"the other worker ended without blocking: {worker.error!r}")
             time.sleep(0.01)
