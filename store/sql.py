@@ -428,19 +428,38 @@ class SqlDeadlines:
     def open_of_merchant(
         self, merchant_id: str, rules: Collection[str], until: datetime
     ) -> list[DueDeadline]:
+        return self.open_of_merchants([merchant_id], rules, until).get(merchant_id, [])
+
+    def open_of_merchants(
+        self, merchant_ids: Collection[str], rules: Collection[str], until: datetime
+    ) -> dict[str | None, list[DueDeadline]]:
         """Read through the partial indexes of pending and enqueued rows (overdue open rows are
-        few: those whose timer has not run yet), joined to the orders for their merchant."""
+        few: those whose timer has not run yet — but all of a wave's while it fires, which is
+        why a timer group asks once for all its merchants), joined to the orders."""
         overdue = or_(
             and_(DeadlineRow.state == "pending", DeadlineRow.due_at <= until),
             and_(DeadlineRow.state == "enqueued", DeadlineRow.due_at <= until),
         )
         query = (
-            select(DeadlineRow.order_id, DeadlineRow.rule, DeadlineRow.subject, DeadlineRow.due_at)
+            select(
+                OrderRow.merchant_id,
+                DeadlineRow.order_id,
+                DeadlineRow.rule,
+                DeadlineRow.subject,
+                DeadlineRow.due_at,
+            )
             .join(OrderRow, OrderRow.order_id == DeadlineRow.order_id)
-            .where(overdue, OrderRow.merchant_id == merchant_id, DeadlineRow.rule.in_(list(rules)))
+            .where(
+                overdue,
+                OrderRow.merchant_id.in_(list(merchant_ids)),
+                DeadlineRow.rule.in_(list(rules)),
+            )
             .order_by(*DUE_ORDER)
         )
-        return [DueDeadline(*row) for row in self.session.execute(query)]
+        found: dict[str | None, list[DueDeadline]] = {}
+        for merchant_id, order_id, rule, subject, due_at in self.session.execute(query):
+            found.setdefault(merchant_id, []).append(DueDeadline(order_id, rule, subject, due_at))
+        return found
 
     def is_due(self, deadline: DueDeadline) -> bool:
         found = self.session.scalar(

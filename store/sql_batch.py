@@ -98,6 +98,7 @@ class BatchedOrders:
         self.states = states
         self.dirty: dict[str, OrderState] = {}
         self.saved: set[str] = set()
+        self.locked_merchants: set[str] = set()
 
     def lock(self, order_id: str) -> OrderState:
         state = self.states.get(order_id)
@@ -116,7 +117,11 @@ class BatchedOrders:
         return state.merchant_id if state else self.uow.sql.orders.merchant_of(order_id)
 
     def lock_merchant(self, merchant_id: str) -> None:
-        self.uow.sql.orders.lock_merchant(merchant_id)  # a lock, no write: nothing to flush
+        """Once per merchant and batch: the lock lasts until the transaction ends, and a batch
+        that fails is rolled back whole and redone the plain way, which locks again."""
+        if merchant_id not in self.locked_merchants:
+            self.uow.sql.orders.lock_merchant(merchant_id)  # a lock, no write: nothing to flush
+            self.locked_merchants.add(merchant_id)
 
     def created_between(self, since: datetime, until: datetime) -> list[str]:
         self.uow.flush()
@@ -303,6 +308,7 @@ class BatchedDeadlines:
         self.rows = rows
         self.new: set[tuple[str, Slot]] = set()
         self.changed: dict[tuple[str, Slot], dict[str, Any]] = {}
+        self.open_cache: tuple[frozenset[str], datetime, dict[str, list[DueDeadline]]] | None = None
 
     def sync(self, order_id: str, current: Sequence[Clocked], now: datetime) -> None:
         existing = self.rows.setdefault(order_id, {})
@@ -341,8 +347,12 @@ class BatchedDeadlines:
     ) -> list[DueDeadline]:
         """The batch's own orders from memory (their rows may be buffered), the others from
         the database, without a flush: a timer group asks this before each violation."""
-        stored = self.uow.sql.deadlines.open_of_merchant(merchant_id, rules, until)
-        found = [deadline for deadline in stored if deadline.order_id not in self.rows]
+        stored = self._stored_open(merchant_id, rules, until)
+        found = [
+            deadline
+            for deadline in stored
+            if deadline.order_id not in self.rows and deadline.due_at <= until
+        ]
         for order_id, slots in self.rows.items():
             if self.uow.orders.merchant_of(order_id) != merchant_id:
                 continue
@@ -352,6 +362,28 @@ class BatchedDeadlines:
                 if rule in rules and state in OPEN_STATES and due_at <= until
             ]
         return sorted(found, key=lambda deadline: deadline.rank)
+
+    def _stored_open(
+        self, merchant_id: str, rules: Collection[str], until: datetime
+    ) -> list[DueDeadline]:
+        """The stored open clocks of a merchant, read once for every merchant of the batch up
+        to its last moment: a wave's group grades hundreds of violations, and one read each
+        made the wave quadratic (every overdue row is open while the wave fires). Rows of
+        orders the batch holds are answered from memory by the caller, so what it changes
+        itself never comes from here."""
+        key = (frozenset(rules), max(until, self.uow.span[1]) if self.uow.span else until)
+        cached = self.open_cache
+        if (
+            cached is None
+            or cached[0] != key[0]
+            or cached[1] < until
+            or merchant_id not in cached[2]
+        ):
+            merchants = {s.merchant_id for s in self.uow.orders.states.values() if s.merchant_id}
+            merchants.add(merchant_id)
+            found = self.uow.sql.deadlines.open_of_merchants(merchants, key[0], key[1])
+            cached = self.open_cache = (key[0], key[1], {m: found.get(m, []) for m in merchants})
+        return cached[2][merchant_id]
 
     def due(self, until: datetime, limit: int) -> list[DueDeadline]:
         raise NotImplementedError("the dispatcher uses the plain unit of work")
