@@ -110,9 +110,10 @@ def load_orders(
             connection.execute(
                 source
                 + """
-                INSERT INTO deadlines (order_id, rule, subject, due_at, state, updated_at)
-                SELECT oid, %(rule)s, %(subject)s, created + %(offset)s::interval, %(state)s,
-                       now()
+                INSERT INTO deadlines
+                    (order_id, merchant_id, rule, subject, due_at, state, updated_at)
+                SELECT oid, mid, %(rule)s, %(subject)s, created + %(offset)s::interval,
+                       %(state)s, now()
                 FROM src""",
                 {**params, "rule": rule, "subject": subject, "offset": offset, "state": state},
             )

@@ -13,7 +13,7 @@ from hashlib import blake2b
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from sqlalchemy import Engine, and_, create_engine, event, exists, func, or_, select, text, update
+from sqlalchemy import Engine, create_engine, event, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -380,11 +380,17 @@ class SqlDeadlines:
             row = existing.get(slot)
             if row is None:
                 row = DeadlineRow(order_id=order_id, rule=slot[0], subject=slot[1])
+                row.merchant_id = self._merchant_of(order_id)
                 self.session.add(row)
             if clock is not None:
                 timing = calendar_values(clock)
                 row.calendar, row.paused = timing["calendar"], timing["paused"]
             row.due_at, row.state, row.updated_at = due_at, state, now
+
+    def _merchant_of(self, order_id: str) -> str | None:
+        """The order's row is in the session already (its caller locked it)."""
+        order = self.session.get(OrderRow, order_id)
+        return order.merchant_id if order is not None else None
 
     def open_orders(self, rules: Collection[str]) -> list[str]:
         query = (
@@ -433,25 +439,20 @@ class SqlDeadlines:
     def open_of_merchants(
         self, merchant_ids: Collection[str], rules: Collection[str], until: datetime
     ) -> dict[str | None, list[DueDeadline]]:
-        """Read through the partial indexes of pending and enqueued rows (overdue open rows are
-        few: those whose timer has not run yet — but all of a wave's while it fires, which is
-        why a timer group asks once for all its merchants), joined to the orders."""
-        overdue = or_(
-            and_(DeadlineRow.state == "pending", DeadlineRow.due_at <= until),
-            and_(DeadlineRow.state == "enqueued", DeadlineRow.due_at <= until),
-        )
+        """Read through the partial index of open rows by merchant and due time: only the
+        merchants' own open rows are touched, however many others are overdue (a wave)."""
         query = (
             select(
-                OrderRow.merchant_id,
+                DeadlineRow.merchant_id,
                 DeadlineRow.order_id,
                 DeadlineRow.rule,
                 DeadlineRow.subject,
                 DeadlineRow.due_at,
             )
-            .join(OrderRow, OrderRow.order_id == DeadlineRow.order_id)
             .where(
-                overdue,
-                OrderRow.merchant_id.in_(list(merchant_ids)),
+                DeadlineRow.merchant_id.in_(list(merchant_ids)),
+                DeadlineRow.state.in_(("pending", "enqueued")),
+                DeadlineRow.due_at <= until,
                 DeadlineRow.rule.in_(list(rules)),
             )
             .order_by(*DUE_ORDER)

@@ -401,7 +401,10 @@ class BatchedDeadlines:
             order_id, (rule, subject) = key
             if key in self.new:
                 inserts.append({"calendar": None, "paused": None, **values})
-                inserts[-1].update(order_id=order_id, rule=rule, subject=subject)
+                merchant_id = self.uow.orders.merchant_of(order_id)
+                inserts[-1].update(
+                    order_id=order_id, merchant_id=merchant_id, rule=rule, subject=subject
+                )
             else:
                 keys = {"k_order": order_id, "k_rule": rule, "k_subject": subject}
                 updates.setdefault(len(values), []).append({**keys, **values})

@@ -112,10 +112,19 @@ class DeadlineRow(Base):
             postgresql_where=text("state = 'enqueued'"),
             sqlite_where=text("state = 'enqueued'"),
         ),
+        Index(
+            "ix_deadlines_merchant_open",
+            "merchant_id",
+            "due_at",
+            postgresql_where=text("state IN ('pending', 'enqueued')"),
+            sqlite_where=text("state IN ('pending', 'enqueued')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
     order_id: Mapped[str] = mapped_column(Name)
+    merchant_id: Mapped[str | None] = mapped_column(Name)
+    """The order's merchant (copied: grading reads a merchant's open clocks by it)."""
     rule: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(Name, default="")
     due_at: Mapped[datetime] = mapped_column(UtcDateTime)
