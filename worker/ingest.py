@@ -81,15 +81,14 @@ def connect(settings: Settings, url: str | None = None) -> Connection:
     """A lazy connection to `url` (default: the broker_url setting); nothing happens on the
     network until it is used."""
     url = url or settings.broker_url
-    return _kombu.Connection(url, transport_options=transport_options(url, settings))
+    return _kombu.Connection(url, transport_options=transport_options(url))
 
 
-def transport_options(url: str, settings: Settings) -> dict[str, Any]:
+def transport_options(url: str) -> dict[str, Any]:
     """RabbitMQ: publisher confirms, so a publish returns once the broker has the message.
     Redis needs none (LPUSH returns once it is done; ingest consumes it with its own reliable
     consumer, worker/redis_source.py). The embedded transport gets none: it hands its options
     to SQLAlchemy's create_engine, which refuses unknown ones (polling_interval)."""
-    del settings  # the same options for every deployment, for now
     if url.startswith(("amqp", "pyamqp")):
         return {"confirm_publish": True}
     return {}
@@ -348,7 +347,10 @@ class KombuOrderSource:
         return [raw_message(message) for message in self.held]
 
     def ack(self) -> None:
-        acknowledge(self.held)
+        """Message by message: kombu's virtual transports ignore ack(multiple=True), and
+        RabbitMQ's acks are not waited for."""
+        for message in self.held:
+            message.ack()
         self.held = []
 
     def give_back(self) -> int:
@@ -360,10 +362,3 @@ class KombuOrderSource:
 
     def restore_abandoned(self) -> int:
         return 0  # the broker requeues a dead connection's unacknowledged messages itself
-
-
-def acknowledge(batch: list[Message]) -> None:
-    """Acknowledge a committed batch, message by message (kombu's virtual transports ignore
-    ack(multiple=True); RabbitMQ's acks are not waited for)."""
-    for message in batch:
-        message.ack()
