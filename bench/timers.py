@@ -21,7 +21,7 @@ from bench.b1_ingest import naive_env
 from config.policy import load_policy
 from config.settings import DEFAULT_POLICY
 
-LATENESS = re.compile(r'"lateness_s": (-?[0-9.]+)')
+LATENESS = re.compile(r'"lateness_s": ?(-?[0-9.]+)')
 
 
 def fire_slatimer(count: int, spread: float, lead: float) -> dict[str, float]:

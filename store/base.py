@@ -246,9 +246,11 @@ class UnitOfWork(Protocol):
         order_ids: Sequence[str],
         event_ids: Sequence[str] = (),
         moments: Sequence[datetime] = (),
+        merchants_of: Sequence[str] = (),
     ) -> AbstractContextManager[UnitOfWork]:
         """A view of this transaction for a batch touching these orders and events (and dating
         its outcomes around `moments`): reads them at once and writes at the end of the block
-        (or raises `Unisolated`, see there). It must not be committed; an exception leaves this
+        (or raises `Unisolated`, see there). The merchants of `merchants_of` are locked first
+        (`lock_merchant`), before any order. It must not be committed; an exception leaves this
         transaction as it was before."""
         ...

@@ -503,6 +503,7 @@ class MemoryUnitOfWork:
         order_ids: Sequence[str],
         event_ids: Sequence[str] = (),
         moments: Sequence[datetime] = (),
+        merchants_of: Sequence[str] = (),
     ) -> Iterator[MemoryUnitOfWork]:
         """Memory is already as fast as a batch gets: the batch is this unit of work."""
         with self.savepoint():

@@ -13,6 +13,7 @@ from hashlib import blake2b
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+import orjson
 from sqlalchemy import Engine, create_engine, event, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -49,13 +50,19 @@ DUE_ORDER = (DeadlineRow.due_at, DeadlineRow.order_id, DeadlineRow.rule, Deadlin
 
 def make_engine(url: str, **options: Any) -> Engine:
     """An engine for `url`; SQLite gets WAL and immediate transactions, PostgreSQL a pre-ping
-    pool."""
+    pool. JSON columns (order states, alert bodies) go through orjson: the stdlib encoder and
+    decoder were ~8% of a timer worker's time."""
+    options = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads, **options}
     if url.startswith("sqlite"):
         engine = create_engine(url, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _begin_immediate)
         return engine
     return create_engine(url, pool_pre_ping=True, **options)
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -647,12 +654,13 @@ class SqlUnitOfWork:
         order_ids: Sequence[str],
         event_ids: Sequence[str] = (),
         moments: Sequence[datetime] = (),
+        merchants_of: Sequence[str] = (),
     ) -> Iterator[BatchedUnitOfWork]:
         """store/sql_batch.py: set-based reads and writes for a batch, in one savepoint."""
         from store.sql_batch import BatchedUnitOfWork  # it builds on this module
 
         with self.session.begin_nested():
-            batched = BatchedUnitOfWork(self, order_ids, event_ids, moments)
+            batched = BatchedUnitOfWork(self, order_ids, event_ids, moments, merchants_of)
             yield batched
             batched.finish()
 

@@ -185,10 +185,14 @@ class LedgerRow(Base):
     """The merchant points ledger: a charge per violation and a reversal per withdrawal."""
 
     __tablename__ = "points_ledger"
-    __table_args__ = (UniqueConstraint("order_id", "rule", "subject", "outcome_at", "entry"),)
+    __table_args__ = (
+        UniqueConstraint("order_id", "rule", "subject", "outcome_at", "entry"),
+        # the rolling standing window: a merchant's entries over a span of time
+        Index("ix_points_ledger_merchant_outcome_at", "merchant_id", "outcome_at"),
+    )
 
     id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
-    merchant_id: Mapped[str] = mapped_column(Name, index=True)
+    merchant_id: Mapped[str] = mapped_column(Name)
     order_id: Mapped[str] = mapped_column(Name)
     rule: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(Name, default="")

@@ -17,6 +17,7 @@ import structlog
 
 from models.policy import Policy
 from store.base import DueDeadline, UnitOfWork
+from store.migrate import server_warnings
 from worker.alerts import relay_step
 from worker.backoff import compute_backoff
 from worker.bootstrap import App
@@ -81,12 +82,24 @@ class CalendarWatch:
         return len(streams)
 
 
+def _say_server_warnings(app: App) -> None:
+    """Once per start: the dispatcher is the one role that always runs, once."""
+    try:
+        warnings = server_warnings(app.engine)
+    except Exception as error:  # noqa: BLE001 - the database may be away: the loop copes
+        log.warning("database server not checked", error=repr(error)[:300])
+        return
+    for warning in warnings:
+        log.warning("database server", problem=warning)
+
+
 def run_dispatcher(app: App, stop: threading.Event | None = None) -> None:
     """Dispatch until stopped (SIGTERM/SIGINT or `stop`); a full pass is repeated at once."""
     stop = stop or _stop_on_signals()
     timers = timer_policy(app)
     calendars = CalendarWatch()
     failures = 0
+    _say_server_warnings(app)
     log.info("dispatcher started", horizon_s=app.settings.timer_horizon)
     while not stop.is_set():
         try:

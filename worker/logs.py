@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
+import orjson
 import structlog
 
 
@@ -18,9 +20,17 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def _orjson_dumps(event: Any, default: Any = None, **_: Any) -> str:
+    """structlog's JSON through orjson: the stdlib encoder was a tenth of a timer worker's time
+    (two lines per fired deadline). Output is compact: `{"event":"deadline fired",...}`."""
+    return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        if json
+        else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[

@@ -17,6 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from models.clock import Clock
 from models.outcomes import iso
 from models.policy import Policy
+from models.rules import VIOLATION_RULES
 from store.base import DueDeadline, Unisolated, UnitOfWork
 from worker import metrics
 from worker.services import fire_deadline
@@ -96,7 +97,8 @@ def fire_due(
     with uow_factory() as uow:
         try:
             orders, moments = [d.order_id for d in deadlines], [d.due_at for d in deadlines]
-            with uow.batch(orders, moments=moments) as batched:
+            graded = [d.order_id for d in deadlines if d.rule in VIOLATION_RULES]
+            with uow.batch(orders, moments=moments, merchants_of=graded) as batched:
                 fired, early = _fire_all(deadlines, batched, clock, policy)
         except (OperationalError, InterfaceError):
             raise  # the database is away: the whole task retries

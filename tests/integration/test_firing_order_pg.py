@@ -77,6 +77,38 @@ def test_two_workers_firing_two_clocks_of_one_merchant_take_turns(
     assert recorded(uow, ["o0", "o1"]) == replayed(events, shipped_policy, BACK)
 
 
+def test_a_set_based_timer_group_waits_for_its_merchants_before_locking_any_order(
+    pg_engine: Engine, shipped_policy: Policy
+) -> None:
+    # Given o0's overdue collection clock, and another worker holding o0's merchant
+    events = [created("o0", T0), created("o1", T0 + H)]
+    uow = sql_uow(pg_engine)
+    ingest(uow, events, shipped_policy)
+    first, _ = collection_clocks(uow)
+    holder = sql_uow(pg_engine)
+    with holder:
+        holder.orders.lock_merchant("m-1")
+        # When a set-based group grading o0's clock starts
+        group = Worker(
+            lambda: fire_due([first], lambda: sql_uow(pg_engine), clock(), shipped_policy, True)
+        )
+        wait_until_blocked(pg_engine, group)
+        # Then it waits on the merchant (fire_deadline's lock order) holding no order yet:
+        # o0 can still be locked by a third transaction without waiting
+        with pg_engine.connect() as third:
+            third.execute(text("SET lock_timeout = '200ms'"))
+            locked = third.execute(
+                text("SELECT order_id FROM orders WHERE order_id = 'o0' FOR UPDATE")
+            ).scalar()
+            assert locked == "o0"
+            third.rollback()
+        holder.commit()
+    group.join()
+    # And once the merchant is free it grades o0 as replay does
+    assert group.error is None
+    assert recorded(uow, ["o0"]) == replayed(events[:1], shipped_policy, BACK)
+
+
 def test_a_deadlock_between_ingest_and_a_timer_is_redone_with_replays_grades(
     pg_engine: Engine, shipped_policy: Policy
 ) -> None:
