@@ -14,7 +14,20 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
-from sqlalchemy import Engine, create_engine, event, exists, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    exists,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -59,6 +72,21 @@ def make_engine(url: str, **options: Any) -> Engine:
         event.listen(engine, "begin", _begin_immediate)
         return engine
     return create_engine(url, pool_pre_ping=True, **options)
+
+
+def one_of(session: Session, column: Any, values: Collection[Any]) -> ColumnElement[bool]:
+    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`, one parameter whatever the
+    count, so a batch's statement has the same text every time: psycopg converts it once and
+    PostgreSQL can keep its plan. An IN list of a few hundred parameters was converted and
+    planned anew for every batch (psycopg's query conversion alone ~10% of a timer worker)."""
+    values = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        matches: ColumnElement[bool] = column == any_(
+            bindparam(None, values, type_=ARRAY(column.type))
+        )
+    else:
+        matches = column.in_(values)
+    return matches
 
 
 def _json_dumps(value: Any) -> str:
@@ -457,7 +485,7 @@ class SqlDeadlines:
                 DeadlineRow.due_at,
             )
             .where(
-                DeadlineRow.merchant_id.in_(list(merchant_ids)),
+                one_of(self.session, DeadlineRow.merchant_id, merchant_ids),
                 DeadlineRow.state.in_(("pending", "enqueued")),
                 DeadlineRow.due_at <= until,
                 DeadlineRow.rule.in_(list(rules)),

@@ -45,6 +45,7 @@ from store.sql import (
     inbox_values,
     ledger_values,
     merchant_lock_key,
+    one_of,
     outcome_values,
 )
 from store.tables import (
@@ -612,7 +613,7 @@ def _read_window(session: Session, window: Window, kind: tuple[str, str]) -> Non
     ledger points (summed, over [at - width, at])."""
     table, at, amount, each, where, closed = _window_source(kind)
     merchant = table.c.merchant_id
-    where.append(merchant.in_(sorted(window.merchants)))
+    where.append(one_of(session, merchant, sorted(window.merchants)))
     first, last = window.core_bounds()
     core = select(merchant, amount).where(*where, at >= first, at <= last if closed else at < last)
     window.core.update({m: int(v) for m, v in session.execute(core.group_by(merchant))})
@@ -693,7 +694,7 @@ def _lock_merchants_of(session: Session, order_ids: list[str]) -> set[str]:
     if not order_ids or session.get_bind().dialect.name != "postgresql":
         return set()
     query = select(ORDERS.c.merchant_id).where(
-        ORDERS.c.order_id.in_(order_ids), ORDERS.c.merchant_id.is_not(None)
+        one_of(session, ORDERS.c.order_id, order_ids), ORDERS.c.merchant_id.is_not(None)
     )
     merchants = {merchant for merchant in session.scalars(query) if merchant is not None}
     keys = sorted(merchant_lock_key(merchant) for merchant in merchants)
@@ -710,7 +711,7 @@ def _lock_orders(session: Session, ids: list[str]) -> dict[str, OrderState]:
     cycle)."""
     query = (
         select(ORDERS.c.order_id, ORDERS.c.state)
-        .where(ORDERS.c.order_id.in_(ids))
+        .where(one_of(session, ORDERS.c.order_id, ids))
         .order_by(ORDERS.c.order_id)
         .with_for_update()
     )
@@ -722,13 +723,15 @@ def _lock_orders(session: Session, ids: list[str]) -> dict[str, OrderState]:
 def _digests_of(session: Session, event_ids: Sequence[str]) -> dict[str, str | None]:
     found: dict[str, str | None] = dict.fromkeys(event_ids)
     if event_ids:
-        query = select(INBOX.c.event_id, INBOX.c.digest).where(INBOX.c.event_id.in_(event_ids))
+        wanted = one_of(session, INBOX.c.event_id, event_ids)
+        query = select(INBOX.c.event_id, INBOX.c.digest).where(wanted)
         found.update({event_id: digest for event_id, digest in session.execute(query)})
     return found
 
 
 def _outcomes_of(session: Session, ids: list[str]) -> dict[str, list[Recorded]]:
-    query = select(OutcomeRow).where(OutcomeRow.order_id.in_(ids)).order_by(OutcomeRow.id)
+    wanted = one_of(session, OutcomeRow.order_id, ids)
+    query = select(OutcomeRow).where(wanted).order_by(OutcomeRow.id)
     found: dict[str, list[Recorded]] = {}
     for row in session.scalars(query):
         found.setdefault(row.order_id, []).append(_recorded(row))
@@ -742,7 +745,7 @@ def _deadlines_of(session: Session, ids: list[str]) -> DeadlineRows:
         DEADLINES.c.subject,
         DEADLINES.c.due_at,
         DEADLINES.c.state,
-    ).where(DEADLINES.c.order_id.in_(ids))
+    ).where(one_of(session, DEADLINES.c.order_id, ids))
     found: DeadlineRows = {order_id: {} for order_id in ids}
     for order_id, rule, subject, due_at, state in session.execute(query):
         found[order_id][(rule, subject)] = (due_at, state)
