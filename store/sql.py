@@ -255,11 +255,35 @@ class SqlOrders:
         )
 
     def lock_merchant(self, merchant_id: str) -> None:
-        """A transaction-level advisory lock on PostgreSQL (no row needed: most merchants
-        have none in `merchants`); SQLite's BEGIN IMMEDIATE already serializes writers."""
-        if self.session.get_bind().dialect.name == "postgresql":
-            key = merchant_lock_key(merchant_id)
-            self.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        self.lock_merchants([merchant_id])
+
+    def lock_merchants_of(self, order_ids: Collection[str]) -> set[str]:
+        """Lock the merchants of these orders and return them: a timer group grades violations
+        of up to a few hundred merchants, and one round trip each was a third of a worker's
+        time in B4. On SQLite nothing is read either: there is nothing to lock."""
+        if not order_ids or not self._advisory_locks():
+            return set()
+        query = select(OrderRow.merchant_id).where(
+            one_of(self.session, OrderRow.order_id, order_ids), OrderRow.merchant_id.is_not(None)
+        )
+        merchants = {merchant for merchant in self.session.scalars(query) if merchant is not None}
+        self.lock_merchants(merchants)
+        return merchants
+
+    def lock_merchants(self, merchant_ids: Collection[str]) -> None:
+        """Transaction-level advisory locks on PostgreSQL (no row needed: most merchants have
+        none in `merchants`), all in one statement, in key order: two transactions locking
+        overlapping sets never wait on each other in a cycle. SQLite's BEGIN IMMEDIATE already
+        serializes writers."""
+        if merchant_ids and self._advisory_locks():
+            keys = sorted(merchant_lock_key(merchant_id) for merchant_id in merchant_ids)
+            self.session.execute(
+                text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+                {"keys": keys},
+            )
+
+    def _advisory_locks(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
 
     def created_between(self, since: datetime, until: datetime) -> list[str]:
         query = (
@@ -486,7 +510,7 @@ class SqlDeadlines:
             )
             .where(
                 one_of(self.session, DeadlineRow.merchant_id, merchant_ids),
-                DeadlineRow.state.in_(("pending", "enqueued")),
+                DeadlineRow.state.in_(OPEN_STATES),
                 DeadlineRow.due_at <= until,
                 DeadlineRow.rule.in_(list(rules)),
             )

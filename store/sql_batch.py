@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from sqlalchemy import Table, bindparam, delete, func, literal, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -44,7 +44,6 @@ from store.sql import (
     deadline_changes,
     inbox_values,
     ledger_values,
-    merchant_lock_key,
     one_of,
     outcome_values,
 )
@@ -516,7 +515,7 @@ class BatchedUnitOfWork:
         self.session = sql.session
         self.buffer = Buffer(self.session)
         ids = sorted(set(order_ids))
-        merchants = _lock_merchants_of(self.session, sorted(set(merchants_of)))
+        merchants = sql.orders.lock_merchants_of(sorted(set(merchants_of)))
         # a timer group's orders exist (its clocks came from them): only events create rows;
         # a missing one is created the plain way by `orders.lock` (`adopt`)
         self.created = _insert_missing(self.session, ids) if event_ids else set()
@@ -684,26 +683,6 @@ def _insert_missing(session: Session, ids: list[str]) -> set[str]:
     statement = _insert(session, ORDERS).on_conflict_do_nothing(index_elements=["order_id"])
     created = session.execute(statement.returning(ORDERS.c.order_id), rows)
     return set(created.scalars())
-
-
-def _lock_merchants_of(session: Session, order_ids: list[str]) -> set[str]:
-    """Lock the merchants of these orders in one round trip, in key order (two batches never
-    wait on each other in a cycle), and return them. A timer group grades violations of up to
-    a few hundred merchants: one `pg_advisory_xact_lock` round trip each was a third of a
-    worker's time in B4. SQLite's writers are serialized already: nothing to lock."""
-    if not order_ids or session.get_bind().dialect.name != "postgresql":
-        return set()
-    query = select(ORDERS.c.merchant_id).where(
-        one_of(session, ORDERS.c.order_id, order_ids), ORDERS.c.merchant_id.is_not(None)
-    )
-    merchants = {merchant for merchant in session.scalars(query) if merchant is not None}
-    keys = sorted(merchant_lock_key(merchant) for merchant in merchants)
-    if keys:
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
-            {"keys": keys},
-        )
-    return merchants
 
 
 def _lock_orders(session: Session, ids: list[str]) -> dict[str, OrderState]:
