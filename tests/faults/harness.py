@@ -230,7 +230,7 @@ def start_all(children: Processes, dispatchers: int = 1) -> None:
 
 KNOWN_EXITS: dict[str, str] = {
     # role -> a line in its log that explains an exit the suite accepts. Empty: kombu 5.7's
-    # exit of the worker on a Redis crash (AttributeError ... 'hostname') is fixed by
+    # exit of the worker on a Redis crash (AttributeError ... 'hostname' / 'client') is fixed by
     # tasks/kombu_redis.py, so every exit is a failure now (docs/faults.md)
 }
 
