@@ -250,6 +250,14 @@ class AlertRow(Base):
         Index(
             "ix_alerts_due",
             "next_attempt_at",
+            "id",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+        Index(
+            "ix_alerts_pending_order",
+            "order_id",
+            "id",
             postgresql_where=text("state = 'pending'"),
             sqlite_where=text("state = 'pending'"),
         ),
@@ -258,7 +266,7 @@ class AlertRow(Base):
     id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
     alert_id: Mapped[str] = mapped_column(String(64), unique=True)
     merchant_id: Mapped[str] = mapped_column(Name, index=True)
-    order_id: Mapped[str] = mapped_column(Name, index=True)
+    order_id: Mapped[str] = mapped_column(Name)
     kind: Mapped[str] = mapped_column(String(16))
     rule: Mapped[str] = mapped_column(String(64))
     body: Mapped[dict[str, Any]] = mapped_column(Json)
