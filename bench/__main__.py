@@ -12,10 +12,11 @@ import time
 from bench import b1_ingest, pending, replay, report, timers
 from bench.report import Figure
 
-QUICK = {"B1": 600, "B2": 10_000, "B2big": 25_000, "B3": 500, "B4": (50, 3), "B5": 10_000,
-         "vis": (20, 2.0, 6.0), "lead": 5}  # fmt: skip
-FULL = {"B1": 50_000, "B2": 1_000_000, "B2big": 10_000_000, "B3": 20_000, "B4": (1000, 60),
-        "B5": 200_000, "vis": (200, 3.0, 15.0), "lead": 20}  # fmt: skip
+QUICK = {"B1": 600, "B2": 10_000, "B2big": 25_000, "B3": 500, "B3big": 1_000, "B4": (50, 3),
+         "B5": 10_000, "vis": (20, 2.0, 6.0), "lead": 5, "lead_big": 5}  # fmt: skip
+FULL = {"B1": 50_000, "B2": 1_000_000, "B2big": 10_000_000, "B3": 20_000, "B3big": 100_000,
+        "B4": (1000, 60), "B5": 200_000, "vis": (200, 3.0, 15.0), "lead": 20,
+        "lead_big": 30}  # fmt: skip
 
 
 def b2(sizes: dict) -> list[Figure]:
@@ -43,15 +44,24 @@ def b2(sizes: dict) -> list[Figure]:
     return rows
 
 
-def fired(id_: str, label: str, ours: dict, naive: dict, p99_target: float | None) -> list[Figure]:
-    n = int(ours["count"])
+def fired(
+    id_: str,
+    label: str,
+    ours: dict,
+    naive: dict | None,
+    p99_target: float | None,
+    done_target: float | None = None,
+) -> list[Figure]:
+    """A firing workload's rows; `naive` None where the baseline does not run at that size."""
+    n, base = int(ours["count"]), naive or {}
     rows = [Figure(id_, f"{label}: all recorded after first due", ours["done_s"], "s",
-                   naive["done_s"], "<= 10 s" if id_ == "B3" else None,
-                   ours["done_s"] <= 10 if id_ == "B3" else None, n)]  # fmt: skip
+                   base.get("done_s"), f"<= {done_target:g} s" if done_target else None,
+                   ours["done_s"] <= done_target if done_target else None, n)]  # fmt: skip
     for q in ("p50", "p99", "max"):
         target = f"<= {p99_target:g} s" if q == "p99" and p99_target else None
         met = ours[q] <= p99_target if target and p99_target else None
-        rows.append(Figure(id_, f"{label}: lateness {q}", ours[q], "s", naive[q], target, met, n))
+        rows.append(Figure(id_, f"{label}: lateness {q}", ours[q], "s", base.get(q), target, met,
+                           n))  # fmt: skip
     return rows
 
 
@@ -69,8 +79,7 @@ def main() -> None:
     steps = {
         "B1": lambda: b1_ingest.run(sizes["B1"]),
         "B2": lambda: b2(sizes),
-        "B3": lambda: fired("B3", "wave", timers.fire_slatimer(sizes["B3"], 1.0, sizes["lead"]),
-                            timers.fire_naive(sizes["B3"], 1.0, sizes["lead"]), None),
+        "B3": lambda: _wave(sizes),
         "B4": lambda: fired("B4", "steady", *_steady(sizes["B4"], sizes["lead"]), 1.0),
         "B5": lambda: _replay(sizes["B5"]),
     }  # fmt: skip
@@ -86,6 +95,17 @@ def main() -> None:
     report.write(figures)
     print(report.table(figures))
     print(f"\n{len(figures)} figures in {time.monotonic() - began:.0f} s -> {report.RESULTS}")
+
+
+def _wave(sizes: dict) -> list[Figure]:
+    """B3 twice: beside the baseline at a size the naive design gets through in under a
+    minute, and alone at the issue's size, which carries the target (the baseline is kept to
+    the smaller size so that `make bench` stays within 15 minutes)."""
+    lead = sizes["lead"]
+    small = fired("B3", "wave", timers.fire_slatimer(sizes["B3"], 1.0, lead),
+                  timers.fire_naive(sizes["B3"], 1.0, lead), None)  # fmt: skip
+    big = timers.fire_slatimer(sizes["B3big"], 1.0, sizes["lead_big"])  # 100,000 load in ~15 s
+    return small + fired("B3", "wave alone", big, None, None, done_target=10)
 
 
 def _steady(spec: tuple[int, int], lead: float) -> tuple[dict, dict]:

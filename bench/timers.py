@@ -107,10 +107,19 @@ def publish_naive(env: dict[str, str], count: int, first_due: datetime, spread: 
 def _wait_all(
     stage: harness.Stage, sql: str, count: int, first_due: datetime, spread: float
 ) -> float:
-    """Seconds from the first due time until `count` outcomes are committed."""
+    """Seconds from the first due time until `count` outcomes are committed.
+
+    The count reads the whole outcomes table, so it is asked every 0.25 s until 95% are in and
+    every 0.05 s after that: asked every 0.1 s throughout, it took a tenth of PostgreSQL's
+    time in a 100,000 wave, time the workers under test then did not have."""
     timeout = (first_due - datetime.now(UTC)).total_seconds() + spread + 900
     with psycopg.connect(stage.dsn, autocommit=True) as connection:
-        harness.wait_until(lambda: connection.execute(sql).fetchone()[0] >= count, timeout, 0.1)
+        for share, every in ((0.95, 0.25), (1.0, 0.05)):
+            harness.wait_until(
+                lambda share=share: connection.execute(sql).fetchone()[0] >= share * count,
+                timeout,
+                every,
+            )
     return (datetime.now(UTC) - first_due).total_seconds()
 
 
