@@ -17,11 +17,12 @@ from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import psycopg
-from sqlalchemy import Table, bindparam, delete, func, literal, select, update
+from sqlalchemy import Table, bindparam, delete, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -428,8 +429,8 @@ class BatchedDeadlines:
         session = self.uow.session
         if inserts:
             bulk_insert(session, DEADLINES, inserts)
-        for rows in updates.values():  # executemany; the SET clause comes from the other keys
-            session.execute(_UPDATE_DEADLINE, rows)
+        for rows in updates.values():
+            update_deadlines(session, rows)
         self.new.clear()
         self.changed.clear()
 
@@ -439,6 +440,43 @@ _UPDATE_DEADLINE = update(DEADLINES).where(
     DEADLINES.c.rule == bindparam("k_rule"),
     DEADLINES.c.subject == bindparam("k_subject"),
 )
+_UPDATE_DEADLINES_FROM_JSON = """
+    UPDATE deadlines AS d SET {columns}
+    FROM jsonb_populate_recordset(NULL::deadlines, CAST(:rows AS jsonb)) AS v
+    WHERE d.order_id = v.order_id AND d.rule = v.rule AND d.subject = v.subject
+"""
+
+
+def update_deadlines(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Deadline rows that all set the same columns, keyed by `k_order`, `k_rule`, `k_subject`.
+
+    PostgreSQL: one statement over the rows as one JSON array, each read back as a `deadlines`
+    record. An executemany built every row's parameters in SQLAlchemy (~7% of a timer worker
+    in a wave) and sent each row on its own. Elsewhere: the executemany."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(_UPDATE_DEADLINE, rows)
+        return
+    columns = [name for name in rows[0] if not name.startswith("k_")]
+    unknown = set(columns) - set(DEADLINES.c.keys())
+    if unknown:
+        raise ValueError(f"not columns of deadlines: {sorted(unknown)}")
+    records = [
+        {"order_id": row["k_order"], "rule": row["k_rule"], "subject": row["k_subject"]}
+        | {name: _json_value(row[name]) for name in columns}
+        for row in rows
+    ]
+    sql = _UPDATE_DEADLINES_FROM_JSON.format(columns=", ".join(f"{c} = v.{c}" for c in columns))
+    session.execute(text(sql), {"rows": orjson.dumps(records).decode()})
+
+
+def _json_value(value: Any) -> Any:
+    """A value as PostgreSQL should read it from JSON: times aware and in UTC, as the column
+    type's bind processing makes them (a naive one is refused there, and here)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; all times must be aware")
+        return value.astimezone(UTC).isoformat()
+    return value
 
 
 class BatchedLedger:
