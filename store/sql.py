@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.alerts import alert_body, alert_id
+from models.alerts import alert_body
 from models.calendars import Closure
 from models.events import Event
 from models.order import OrderState
@@ -183,13 +183,14 @@ def ledger_values(entry: LedgerEntry) -> dict[str, Any]:
 
 
 def alert_values(outcome: Outcome, created_at: datetime) -> dict[str, Any]:
+    body = alert_body(outcome)
     return {
-        "alert_id": alert_id(outcome),
+        "alert_id": body["data"]["alert_id"],  # derived once: a SHA-256 of the outcome
         "merchant_id": outcome.merchant_id,
         "order_id": outcome.order_id,
         "kind": outcome.kind,
         "rule": outcome.rule,
-        "body": alert_body(outcome),
+        "body": body,
         "created_at": created_at,
         "state": "pending",
         "attempts": 0,
