@@ -656,7 +656,8 @@ def _read_window(session: Session, window: Window, kind: tuple[str, str]) -> Non
     if kind[0] == "violations" and session.get_bind().dialect.name == "postgresql":
         window.core.update(_any_in_core(session, table, in_core, window.merchants))
     else:
-        core = select(merchant, amount).where(*in_core, one_of(session, merchant, window.merchants))
+        merchants = one_of(session, merchant, sorted(window.merchants))
+        core = select(merchant, amount).where(*in_core, merchants)
         window.core.update({m: int(v) for m, v in session.execute(core.group_by(merchant))})
     where.append(one_of(session, merchant, sorted(window.merchants)))
     low, low_end, high, high_end = window.edge_bounds()
