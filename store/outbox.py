@@ -110,16 +110,24 @@ def _index_ordered_plan(session: Session) -> Iterator[None]:
     (autovacuum re-analyzes only after 10% of a table has changed). The other plans then read
     the whole backlog on every claim, 27-55 ms per 100 alerts at a 20,000 backlog against
     ~2 ms, so draining a backlog costs the square of its size. With sorting and hash and
-    merge joins off, only the index-ordered plan is left; the settings are local to the
-    transaction and put back as soon as the claim has run."""
+    merge joins off, only the index-ordered plan is left. The settings are local to the
+    transaction, and the values in force before are put back as soon as the claim has run."""
     if session.get_bind().dialect.name != "postgresql":
         yield
         return
-    for setting in INDEX_ORDERED_PLAN:
-        session.execute(text(f"SET LOCAL {setting} = off"))
+    names = {f"name_{i}": name for i, name in enumerate(INDEX_ORDERED_PLAN)}
+    current = ", ".join(f"current_setting(:{key})" for key in names)
+    before = dict(zip(names, session.execute(text(f"SELECT {current}"), names).one(), strict=True))
+    _set_locally(session, names, {key: "off" for key in names})
     yield  # on an error the transaction rolls back, and SET LOCAL with it
-    for setting in INDEX_ORDERED_PLAN:
-        session.execute(text(f"SET LOCAL {setting} TO DEFAULT"))
+    _set_locally(session, names, before)
+
+
+def _set_locally(session: Session, names: dict[str, str], values: dict[str, str]) -> None:
+    """One statement for all the settings (`set_config(..., true)` is SET LOCAL)."""
+    calls = ", ".join(f"set_config(:{key}, :value_{key}, true)" for key in names)
+    given = {f"value_{key}": values[key] for key in names}
+    session.execute(text(f"SELECT {calls}"), names | given)
 
 
 class SqlOutbox:

@@ -415,7 +415,7 @@ class BatchedDeadlines:
 
     def flush(self) -> None:
         inserts: list[dict[str, Any]] = []
-        updates: dict[int, list[dict[str, Any]]] = {}  # by the number of columns set
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}  # by the columns set
         for key, values in self.changed.items():
             order_id, (rule, subject) = key
             if key in self.new:
@@ -426,7 +426,7 @@ class BatchedDeadlines:
                 )
             else:
                 keys = {"k_order": order_id, "k_rule": rule, "k_subject": subject}
-                updates.setdefault(len(values), []).append({**keys, **values})
+                updates.setdefault(tuple(values), []).append({**keys, **values})
         session = self.uow.session
         if inserts:
             bulk_insert(session, DEADLINES, inserts)
@@ -453,7 +453,9 @@ def update_deadlines(session: Session, rows: list[dict[str, Any]]) -> None:
 
     PostgreSQL: one statement over the rows as one JSON array, each read back as a `deadlines`
     record. An executemany built every row's parameters in SQLAlchemy (~7% of a timer worker
-    in a wave) and sent each row on its own. Elsewhere: the executemany."""
+    in a wave) and sent each row on its own. Elsewhere: the executemany. (A `paused` of None
+    is SQL NULL this way, JSON null through the insert and the executemany; both read back
+    as None, and no query filters on it.)"""
     if session.get_bind().dialect.name != "postgresql":
         session.execute(_UPDATE_DEADLINE, rows)
         return
@@ -647,8 +649,8 @@ class BatchedUnitOfWork:
 
 
 def _read_window(session: Session, window: Window, kind: tuple[str, str]) -> None:
-    """Fill a window: standing violations of a category (counted, over [at - width, at)), or
-    ledger points (summed, over [at - width, at])."""
+    """Fill a window: standing violations of a category (over [at - width, at): whether there
+    are any on PostgreSQL, counted elsewhere), or ledger points (summed, over [at - width, at])."""
     table, at, amount, each, where, closed = _window_source(kind)
     merchant = table.c.merchant_id
     first, last = window.core_bounds()
@@ -672,8 +674,10 @@ def _read_window(session: Session, window: Window, kind: tuple[str, str]) -> Non
 def _any_in_core(
     session: Session, table: Table, in_core: list[Any], merchants: Collection[str]
 ) -> dict[str, int]:
-    """1 for each merchant with a standing violation in the core, read as one index probe per
-    merchant that stops at the first row. Violation windows are only ever asked "any?"
+    """1 for each merchant with a standing violation in the core, read as one probe per
+    merchant of the (merchant, category, time) index that stops at the first standing
+    violation (a warning or retracted one on the way is read and skipped). Violation
+    windows are only ever asked "any?"
     (`any_violation_between`), so a count would read the merchant's whole 30 days of them:
     on a sales day that grows with every group fired, and it was the largest share of
     PostgreSQL's time in a 100,000 wave."""

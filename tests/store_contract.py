@@ -16,6 +16,7 @@ from models.outcomes import Outcome
 from models.policy import Policy
 from store.base import UnitOfWork
 from store.memory import MemoryUnitOfWork
+from store.sql_batch import Window, _read_window
 from store.tables import Base, InboxRow, LedgerRow, OutcomeRow, RetractionRow
 from tests.builders import DAY, T0, H, collected, created, event, stockout
 from tests.conftest import run, sql_uow, without_warnings
@@ -235,7 +236,36 @@ def drive_in_batches(events: list[Event], policy: Policy, uow: UnitOfWork) -> li
     return made
 
 
+def a_groups_violation_windows_answer_any_as_the_per_question_query_does(
+    engine: Engine, policy: Policy
+) -> None:
+    """store/sql_batch.py `Window` for violations: a merchant per boundary time, each with one
+    standing violation there (PostgreSQL reads "any?" by a probe, SQLite by a count)."""
+    width, lo = timedelta(days=30), T0
+    hi = lo + timedelta(seconds=1)
+    tick = timedelta(milliseconds=1)
+    times = [lo - width - tick, lo - width, hi - width - tick, hi - width, lo - tick, lo, hi]
+    merchants = {f"m{number}": at for number, at in enumerate(times)}
+    with sql_uow(engine) as uow:
+        for merchant, at in merchants.items():
+            uow.outcomes.record(
+                Outcome(kind="violation", rule="r", order_id=f"o-{merchant}",
+                        merchant_id=merchant, at=at, clause="x", category="c", points=1)
+            )  # fmt: skip
+        uow.commit()
+    with sql_uow(engine) as uow:
+        window = Window(lo, hi, width, set(merchants))
+        _read_window(uow.session, window, ("violations", "c"))
+        for until in (lo, lo + timedelta(milliseconds=500), hi):
+            since = until - width
+            for merchant, at in merchants.items():
+                inside = since <= at < until  # half-open, as the query
+                assert (window.total(merchant, since, until, closed=False) > 0) == inside
+                assert uow.outcomes.any_violation_between(merchant, "c", since, until) == inside
+
+
 CHECKS = [
+    a_groups_violation_windows_answer_any_as_the_per_question_query_does,
     batches_record_what_one_by_one_does,
     batches_judge_working_time_clocks_as_one_by_one_does,
     working_time_clocks_keep_their_calendar_and_pauses,

@@ -8,6 +8,10 @@ a table that had grown since its last ANALYZE (a sales-day wave adds tens of tho
 pending alerts in seconds) was hash-anti-joined or sorted whole on every claim, 27-55 ms at a
 20,000 backlog; with these indexes and the claim's planner settings (store/outbox.py) ~2 ms.
 
+The indexes are built in the migration's transaction, not CONCURRENTLY: the build holds off
+new alert rows (and so the outcome transactions that write them) while it scans the table;
+docs/runtime.md says when to upgrade.
+
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-11-23

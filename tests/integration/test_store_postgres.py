@@ -79,3 +79,21 @@ def _alert_rows_read_so_far(session: Session) -> int:
         "SELECT seq_tup_read + idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'alerts'"
     )
     return int(session.execute(query).scalar_one())
+
+
+def test_the_relay_claim_puts_back_the_planner_settings_that_were_in_force(
+    pg_engine: Engine,
+) -> None:
+    # Given a transaction that has hash joins off already, and sorting at the server default
+    with outbox(pg_engine) as box:
+        box.session.execute(text("SET LOCAL enable_hashjoin = off"))
+        # When the relay claims (it turns sorting and hash and merge joins off for the claim)
+        box.due(datetime(2026, 11, 11, 12, tzinfo=UTC), 100)
+        # Then each setting is back to what it was before the claim, not to the default
+        settings = box.session.execute(
+            text(
+                "SELECT current_setting('enable_sort'), current_setting('enable_hashjoin'),"
+                " current_setting('enable_mergejoin')"
+            )
+        ).one()
+    assert tuple(settings) == ("on", "off", "on")
