@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, and_, exists, select, text, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from store.sql import on_postgresql
 from store.tables import AlertRow, MerchantRow
 
 PARKED = ("failed", "disabled")
@@ -112,22 +113,23 @@ def _index_ordered_plan(session: Session) -> Iterator[None]:
     ~2 ms, so draining a backlog costs the square of its size. With sorting and hash and
     merge joins off, only the index-ordered plan is left. The settings are local to the
     transaction, and the values in force before are put back as soon as the claim has run."""
-    if session.get_bind().dialect.name != "postgresql":
+    if not on_postgresql(session):
         yield
         return
-    names = {f"name_{i}": name for i, name in enumerate(INDEX_ORDERED_PLAN)}
-    current = ", ".join(f"current_setting(:{key})" for key in names)
-    before = dict(zip(names, session.execute(text(f"SELECT {current}"), names).one(), strict=True))
-    _set_locally(session, names, {key: "off" for key in names})
+    current = ", ".join(f"current_setting('{name}')" for name in INDEX_ORDERED_PLAN)
+    before = session.execute(text(f"SELECT {current}")).one()
+    _set_locally(session, ["off"] * len(INDEX_ORDERED_PLAN))
     yield  # on an error the transaction rolls back, and SET LOCAL with it
-    _set_locally(session, names, before)
+    _set_locally(session, before)
 
 
-def _set_locally(session: Session, names: dict[str, str], values: dict[str, str]) -> None:
-    """One statement for all the settings (`set_config(..., true)` is SET LOCAL)."""
-    calls = ", ".join(f"set_config(:{key}, :value_{key}, true)" for key in names)
-    given = {f"value_{key}": values[key] for key in names}
-    session.execute(text(f"SELECT {calls}"), names | given)
+def _set_locally(session: Session, values: Sequence[str]) -> None:
+    """INDEX_ORDERED_PLAN's settings to `values`, in one statement (`set_config(..., true)` is
+    SET LOCAL)."""
+    calls = ", ".join(
+        f"set_config('{name}', :value_{i}, true)" for i, name in enumerate(INDEX_ORDERED_PLAN)
+    )
+    session.execute(text(f"SELECT {calls}"), {f"value_{i}": v for i, v in enumerate(values)})
 
 
 class SqlOutbox:

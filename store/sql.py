@@ -74,13 +74,18 @@ def make_engine(url: str, **options: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **options)
 
 
+def on_postgresql(session: Session) -> bool:
+    """Whether this session talks to PostgreSQL (else SQLite, the embedded default)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def one_of(session: Session, column: Any, values: Collection[Any]) -> ColumnElement[bool]:
     """`column IN (values)`; on PostgreSQL `column = ANY(:array)`, one parameter whatever the
     count, so a batch's statement has the same text every time: psycopg converts it once and
     PostgreSQL can keep its plan. An IN list of a few hundred parameters was converted and
     planned anew for every batch (psycopg's query conversion alone ~10% of a timer worker)."""
     values = list(values)
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgresql(session):
         matches: ColumnElement[bool] = column == any_(
             bindparam(None, values, type_=ARRAY(column.type))
         )
@@ -236,8 +241,7 @@ class SqlOrders:
     def _insert_if_absent(self, order_id: str) -> None:
         """Two handlers of a new order race to create its row; the loser waits on the lock."""
         empty = OrderState(order_id=order_id).model_dump(mode="json")
-        dialect = self.session.get_bind().dialect.name
-        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        insert = postgresql_insert if on_postgresql(self.session) else sqlite_insert
         statement = insert(OrderRow).values(order_id=order_id, state=empty)
         self.session.execute(statement.on_conflict_do_nothing(index_elements=["order_id"]))
 
@@ -262,7 +266,7 @@ class SqlOrders:
         """Lock the merchants of these orders and return them: a timer group grades violations
         of up to a few hundred merchants, and one round trip each was a third of a worker's
         time in B4. On SQLite nothing is read either: there is nothing to lock."""
-        if not order_ids or not self._advisory_locks():
+        if not order_ids or not on_postgresql(self.session):
             return set()
         query = select(OrderRow.merchant_id).where(
             one_of(self.session, OrderRow.order_id, order_ids), OrderRow.merchant_id.is_not(None)
@@ -276,15 +280,12 @@ class SqlOrders:
         none in `merchants`), all in one statement, in key order: two transactions locking
         overlapping sets never wait on each other in a cycle. SQLite's BEGIN IMMEDIATE already
         serializes writers."""
-        if merchant_ids and self._advisory_locks():
+        if merchant_ids and on_postgresql(self.session):
             keys = sorted(merchant_lock_key(merchant_id) for merchant_id in merchant_ids)
             self.session.execute(
                 text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
                 {"keys": keys},
             )
-
-    def _advisory_locks(self) -> bool:
-        return self.session.get_bind().dialect.name == "postgresql"
 
     def created_between(self, since: datetime, until: datetime) -> list[str]:
         query = (

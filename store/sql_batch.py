@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,6 +25,7 @@ import psycopg
 from sqlalchemy import ARRAY, String, Table, bindparam, delete, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -45,6 +46,7 @@ from store.sql import (
     deadline_changes,
     inbox_values,
     ledger_values,
+    on_postgresql,
     one_of,
     outcome_values,
 )
@@ -56,6 +58,7 @@ from store.tables import (
     LedgerRow,
     OrderRow,
     OutcomeRow,
+    UtcDateTime,
 )
 
 if TYPE_CHECKING:
@@ -441,6 +444,7 @@ _UPDATE_DEADLINE = update(DEADLINES).where(
     DEADLINES.c.rule == bindparam("k_rule"),
     DEADLINES.c.subject == bindparam("k_subject"),
 )
+UTC_TIME = UtcDateTime()
 _UPDATE_DEADLINES_FROM_JSON = """
     UPDATE deadlines AS d SET {columns}
     FROM jsonb_populate_recordset(NULL::deadlines, CAST(:rows AS jsonb)) AS v
@@ -456,30 +460,31 @@ def update_deadlines(session: Session, rows: list[dict[str, Any]]) -> None:
     in a wave) and sent each row on its own. Elsewhere: the executemany. (A `paused` of None
     is SQL NULL this way, JSON null through the insert and the executemany; both read back
     as None, and no query filters on it.)"""
-    if session.get_bind().dialect.name != "postgresql":
+    if not on_postgresql(session):
         session.execute(_UPDATE_DEADLINE, rows)
         return
     columns = [name for name in rows[0] if not name.startswith("k_")]
     unknown = set(columns) - set(DEADLINES.c.keys())
     if unknown:
         raise ValueError(f"not columns of deadlines: {sorted(unknown)}")
+    dialect = session.get_bind().dialect
     records = [
         {"order_id": row["k_order"], "rule": row["k_rule"], "subject": row["k_subject"]}
-        | {name: _json_value(row[name]) for name in columns}
+        | {name: _json_value(row[name], dialect) for name in columns}
         for row in rows
     ]
     sql = _UPDATE_DEADLINES_FROM_JSON.format(columns=", ".join(f"{c} = v.{c}" for c in columns))
     session.execute(text(sql), {"rows": orjson.dumps(records).decode()})
 
 
-def _json_value(value: Any) -> Any:
-    """A value as PostgreSQL should read it from JSON: times aware and in UTC, as the column
-    type's bind processing makes them (a naive one is refused there, and here)."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store; all times must be aware")
-        return value.astimezone(UTC).isoformat()
-    return value
+def _json_value(value: Any, dialect: Dialect) -> Any:
+    """A value as PostgreSQL should read it from JSON: times through the time columns' own
+    bind processing (aware, in UTC; a naive one is refused), then as ISO 8601."""
+    if not isinstance(value, datetime):
+        return value
+    aware = UTC_TIME.process_bind_param(value, dialect)
+    assert aware is not None  # only None binds as None
+    return aware.isoformat()
 
 
 class BatchedLedger:
@@ -655,13 +660,12 @@ def _read_window(session: Session, window: Window, kind: tuple[str, str]) -> Non
     merchant = table.c.merchant_id
     first, last = window.core_bounds()
     in_core = [*where, at >= first, at <= last if closed else at < last]
-    if kind[0] == "violations" and session.get_bind().dialect.name == "postgresql":
+    where.append(one_of(session, merchant, sorted(window.merchants)))
+    if kind[0] == "violations" and on_postgresql(session):
         window.core.update(_any_in_core(session, table, in_core, window.merchants))
     else:
-        merchants = one_of(session, merchant, sorted(window.merchants))
-        core = select(merchant, amount).where(*in_core, merchants)
+        core = select(merchant, amount).where(*in_core, where[-1])
         window.core.update({m: int(v) for m, v in session.execute(core.group_by(merchant))})
-    where.append(one_of(session, merchant, sorted(window.merchants)))
     low, low_end, high, high_end = window.edge_bounds()
     high_start = at > high if closed else at >= high
     edges = select(merchant, at, each).where(
@@ -677,10 +681,9 @@ def _any_in_core(
     """1 for each merchant with a standing violation in the core, read as one probe per
     merchant of the (merchant, category, time) index that stops at the first standing
     violation (a warning or retracted one on the way is read and skipped). Violation
-    windows are only ever asked "any?"
-    (`any_violation_between`), so a count would read the merchant's whole 30 days of them:
-    on a sales day that grows with every group fired, and it was the largest share of
-    PostgreSQL's time in a 100,000 wave."""
+    windows are only ever asked "any?" (`any_violation_between`), so a count would read the
+    merchant's whole 30 days of them: on a sales day that grows with every group fired, and
+    it was the largest share of PostgreSQL's time in a 100,000 wave."""
     listed = (
         func.unnest(bindparam(None, sorted(merchants), type_=ARRAY(String)))
         .table_valued("merchant_id")
@@ -708,10 +711,10 @@ def bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
     value through the column type's own bind processing; an executemany, even pipelined, was
     ~40% of a set-based batch's time, most of it psycopg's per-row protocol work in Python
     (docs/bench.md). Elsewhere (SQLite): executemany."""
-    bind = session.get_bind()
-    if bind.dialect.name != "postgresql":
+    if not on_postgresql(session):
         session.execute(table.insert(), rows)
         return
+    bind = session.get_bind()
     columns = list(rows[0])
     processors = [
         table.c[name].type.dialect_impl(bind.dialect).bind_processor(bind.dialect)
@@ -733,8 +736,7 @@ def bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
 
 
 def _insert(session: Session, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql_insert if dialect == "postgresql" else sqlite_insert)(table)
+    return (postgresql_insert if on_postgresql(session) else sqlite_insert)(table)
 
 
 def _insert_missing(session: Session, ids: list[str]) -> set[str]:
