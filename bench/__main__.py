@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from bench import b1_ingest, pending, replay, report, timers
+from bench import b1_ingest, calibrate, pending, replay, report, timers
 from bench.report import Figure
 
 QUICK = {"B1": 600, "B2": 10_000, "B2big": 25_000, "B3": 500, "B3big": 1_000, "B4": (50, 3),
@@ -76,6 +76,7 @@ def main() -> None:
     os.environ.setdefault("BENCH_INGEST_REPLICAS", "2")
     figures: list[Figure] = []
     began = time.monotonic()
+    speed_before = calibrate.run()
     steps = {
         "B1": lambda: b1_ingest.run(sizes["B1"]),
         "B2": lambda: b2(sizes),
@@ -92,6 +93,7 @@ def main() -> None:
                           "runs/task", runs / tasks, None, None, tasks,
                           f"naive worker, visibility_timeout={sizes['vis'][1]}s, ETA in "
                           f"{sizes['vis'][2]}s: {runs} runs of {tasks} tasks"))  # fmt: skip
+    figures.append(calibrate.figure(speed_before, calibrate.run()))
     report.write(figures)
     print(report.table(figures))
     print(f"\n{len(figures)} figures in {time.monotonic() - began:.0f} s -> {report.RESULTS}")

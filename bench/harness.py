@@ -157,14 +157,17 @@ def _drop(database: str) -> None:
 
 @contextmanager
 def processes(env: dict[str, str], logs: Path) -> Iterator[Processes]:
-    """The real processes; the worker is stopped with SIGTERM too (its children with it)."""
+    """The real processes; the worker is stopped with SIGTERM too (its children with it).
+    All are signalled first, then awaited: the worker's warm shutdown (~3 s) and the others'
+    run at once instead of one after another."""
     children = Processes(env, logs)
     try:
         yield children
     finally:
-        for name in list(children.running):
-            process = children.running.pop(name)
+        stopping = [children.running.pop(name) for name in list(children.running)]
+        for process in stopping:
             process.send_signal(signal.SIGTERM)
+        for process in stopping:
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
