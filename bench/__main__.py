@@ -76,7 +76,7 @@ def main() -> None:
     os.environ.setdefault("BENCH_INGEST_REPLICAS", "2")
     figures: list[Figure] = []
     began = time.monotonic()
-    speed_before = calibrate.run()
+    speed_before = None if args.quick else calibrate.run(2)
     steps = {
         "B1": lambda: b1_ingest.run(sizes["B1"]),
         "B2": lambda: b2(sizes),
@@ -93,7 +93,7 @@ def main() -> None:
                           "runs/task", runs / tasks, None, None, tasks,
                           f"naive worker, visibility_timeout={sizes['vis'][1]}s, ETA in "
                           f"{sizes['vis'][2]}s: {runs} runs of {tasks} tasks"))  # fmt: skip
-    figures.append(calibrate.figure(speed_before, calibrate.run()))
+    figures += calibrate.figures(speed_before, calibrate.run(1 if args.quick else 2))
     report.write(figures)
     print(report.table(figures))
     print(f"\n{len(figures)} figures in {time.monotonic() - began:.0f} s -> {report.RESULTS}")

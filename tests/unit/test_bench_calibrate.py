@@ -16,7 +16,7 @@ SLATIMER_PACKAGES = ("models", "store", "worker", "tasks", "config")
 
 def test_the_machine_workload_runs_none_of_slatimers_code() -> None:
     probe = (
-        "import sys; from bench.calibrate import workload; workload(50); "
+        "import sys; from bench.calibrate import heap, small; small(50); heap(50); "
         "print(sorted({m.split('.')[0] for m in sys.modules}))"
     )
     out = subprocess.run(
@@ -27,7 +27,15 @@ def test_the_machine_workload_runs_none_of_slatimers_code() -> None:
     assert loaded.isdisjoint(SLATIMER_PACKAGES)
 
 
-def test_the_row_reports_the_speed_before_the_run_and_after_it() -> None:
-    row = calibrate.figure(0.29, 0.31)
-    assert (row.id, row.value, row.unit, row.target) == ("BC", 0.29, "s", None)
-    assert "after the run: 0.310 s" in row.note
+def test_the_rows_report_each_workload_before_the_run_and_after_it() -> None:
+    small, heap = calibrate.figures({"small": 0.29, "heap": 1.4}, {"small": 0.31, "heap": 1.5})
+    assert (small.id, small.value, small.unit, small.target) == ("BC", 0.29, "s", None)
+    assert "after the run: 0.310 s" in small.note
+    assert (heap.value, heap.n) == (1.4, calibrate.HEAP_ROWS)
+    assert "after the run: 1.500 s" in heap.note
+
+
+def test_the_quick_mode_measures_once_after_the_run() -> None:
+    small, heap = calibrate.figures(None, {"small": 0.31, "heap": 1.5})
+    assert (small.value, heap.value) == (0.31, 1.5)
+    assert "after the run" not in small.note
