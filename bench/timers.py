@@ -21,7 +21,7 @@ from bench.b1_ingest import naive_env
 from config.policy import load_policy
 from config.settings import DEFAULT_POLICY
 
-NAIVE_TAIL = 60.0
+NAIVE_TAIL = 30.0
 """Seconds after its last due time the naive worker is waited for at most. It falls behind by
 more the slower the host (B4: 5 s past the last due one day, 104 s the next), and `make bench`
 has 15 minutes; what it has not recorded by then counts as late by at least that long, so its
