@@ -130,13 +130,13 @@ def _wait_all(
     every 0.05 s after that: asked every 0.1 s throughout, it took a tenth of PostgreSQL's
     time in a 100,000 wave, time the workers under test then did not have."""
     timeout = (first_due - datetime.now(UTC)).total_seconds() + spread + 900
-    stop = first_due + timedelta(seconds=spread + (900 if give_up_after is None else give_up_after))
+    stop = None if give_up_after is None else first_due + timedelta(seconds=spread + give_up_after)
     with psycopg.connect(stage.dsn, autocommit=True) as connection:
         for share, every in ((0.95, 0.25), (1.0, 0.05)):
             harness.wait_until(
                 lambda share=share: (
                     connection.execute(sql).fetchone()[0] >= share * count
-                    or (give_up_after is not None and datetime.now(UTC) >= stop)
+                    or (stop is not None and datetime.now(UTC) >= stop)
                 ),
                 timeout,
                 every,
