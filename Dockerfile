@@ -12,8 +12,9 @@ RUN groupadd --system slatimer \
 
 WORKDIR /src
 COPY . .
-# flower is only used by the `flower` service; it is not a runtime dependency of slatimer.
-RUN pip install . "flower>=2.0" \
+# at the versions CI and the benchmarks ran with (constraints.txt; flower serves the `flower`
+# service and is one of slatimer's dependencies)
+RUN pip install -c constraints.txt . \
     && rm -rf /src
 
 WORKDIR /home/slatimer

@@ -15,7 +15,7 @@ SLATIMER_TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
 SLATIMER_TEST_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
 export SLATIMER_TEST_DATABASE_URL SLATIMER_TEST_REDIS_URL SLATIMER_TEST_AMQP_URL
 
-.PHONY: help install services lint test-unit test-integration compose-check test demo clean \
+.PHONY: help install lock services lint test-unit test-integration compose-check test demo clean \
 	test-faults soak \
 	bench bench-quick profile-replay
 
@@ -24,12 +24,18 @@ help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@
 
-install: $(STAMP) ## create .venv and install slatimer[dev] (editable)
+install: $(STAMP) ## create .venv and install slatimer[dev] (editable) at the versions in constraints.txt
+
+lock: ## re-resolve pyproject.toml's ranges in a scratch venv and write constraints.txt
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; .venv-lock/bin/pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .venv-lock
 
 services: ## make sure PostgreSQL, Redis and RabbitMQ answer on 127.0.0.1
 	bash scripts/ensure-services.sh
