@@ -15,7 +15,7 @@ SLATIMER_TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
 SLATIMER_TEST_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
 export SLATIMER_TEST_DATABASE_URL SLATIMER_TEST_REDIS_URL SLATIMER_TEST_AMQP_URL
 
-.PHONY: help install lock services lint test-unit test-integration compose-check test demo clean \
+.PHONY: help install lock services lint check test-unit test-integration compose-check test demo clean \
 	test-faults soak \
 	bench bench-quick profile-replay
 
@@ -40,10 +40,13 @@ lock: ## re-resolve pyproject.toml's ranges in a scratch venv and write constrai
 services: ## make sure PostgreSQL, Redis and RabbitMQ answer on 127.0.0.1
 	bash scripts/ensure-services.sh
 
-lint: $(STAMP) ## ruff + mypy
+lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports; pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+
+check: lint test-unit ## the inner loop: lint, types, import contracts, unit tests (< 1 min)
 
 test-unit: $(STAMP) ## unit tests only
 	$(BIN)/pytest tests/unit -q

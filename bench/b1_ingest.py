@@ -14,7 +14,7 @@ import kombu
 from bench import harness, traffic
 from bench.report import Figure
 from config.settings import Settings
-from worker.ingest import order_queue, publish_events
+from worker.ingest.consumer import order_queue, publish_events
 
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 

@@ -22,8 +22,8 @@ import redis
 from sqlalchemy import Engine
 
 from config.settings import DEFAULT_POLICY
-from store.migrate import upgrade
-from store.sql import make_engine
+from store.sql.engine import make_engine
+from store.sql.migrate import upgrade
 from tests.runtime import Processes, runtime_env
 
 ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -18,7 +18,7 @@ import psycopg
 from models.events import parse_event
 from models.policy import Policy
 from store.memory import MemoryUnitOfWork
-from worker.services import record_event
+from worker.service.handlers import record_event
 
 SAMPLE_AT = datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
 SAMPLE_ID, SAMPLE_EVENT, SAMPLE_MERCHANT = "@OID@", "@EID@", "@MID@"

@@ -12,15 +12,16 @@ from bench import harness, load, traffic
 from bench.b1_ingest import _queue
 from config.policy import load_policy
 from config.settings import DEFAULT_POLICY
-from store.sql import SqlUnitOfWork, session_factory
+from store.sql.engine import session_factory
+from store.sql.unit_of_work import SqlUnitOfWork
 
 WORK = 1000
 """Events ingested and deadlines fired while RSS is sampled."""
 
 
 def claim_ms(stage: harness.Stage, repeat: int = 15) -> float:
-    """Median time of the dispatcher's claim (store.sql SqlDeadlines.claim, 1,000 rows due
-    within the 300 s horizon), rolled back each time."""
+    """Median time of the dispatcher's claim (store.sql.repositories.SqlDeadlines.claim, 1,000
+    rows due within the 300 s horizon), rolled back each time."""
     sessions = session_factory(stage.engine)
     times = []
     for _ in range(repeat):

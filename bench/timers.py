@@ -3,7 +3,7 @@ bulk (bench/load.py), fired by the real dispatcher + Celery worker; beside them,
 with one Celery ETA task per deadline (bench/baselines/naive.py).
 
 Lateness, slatimer: the worker's `deadline fired` log line (`lateness_s` = the time the check
-started minus due_at, worker/timers.py `_fire_one`). Naive: the same, measured at the task's
+started minus due_at, worker/timers/firing.py `_fire_one`). Naive: the same, measured at the task's
 start. "All recorded" is when the last outcome is visible in PostgreSQL (committed), polled."""
 
 from __future__ import annotations

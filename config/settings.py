@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     batch however long it takes; only a process that is gone, or cut off from Redis this long,
     loses it to another consumer (handled twice at worst, which the inbox makes harmless)."""
     ingest_set_based: bool = True
-    """Handle each batch set-based first (store/sql_batch.py: a few queries for all its
+    """Handle each batch set-based first (store/sql/batch.py: a few queries for all its
     orders, ~2-3x the events/s); off = message by message, each in its own savepoint (the
     fallback either way when a set-based attempt fails)."""
     timer_set_based: bool = True

@@ -1,4 +1,4 @@
-"""Alembic environment: the schema is store.tables.Base.metadata; the URL comes from the caller
+"""Alembic environment: the schema is store.sql.tables.Base.metadata; the URL comes from the caller
 (`slatimer db upgrade` passes SLATIMER_DATABASE_URL) or, for plain `alembic`, from settings."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from alembic import context
 from sqlalchemy import Connection
 
 from config.settings import Settings
-from store.sql import make_engine
-from store.tables import Base
+from store.sql.engine import make_engine
+from store.sql.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -363,8 +363,20 @@ def parse_event(raw: bytes | str) -> Event:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ContractError("(message)", f"not valid JSON: {exc}") from None
+        raise ContractError("(message)", json_problem(raw, exc)) from None
     return parse_document(document, raw)
+
+
+def json_problem(raw: bytes, exc: orjson.JSONDecodeError) -> str:
+    """What is wrong with a message that does not decode, in words that fit a JSON-lines file:
+    the decoder's 'line 1 column 44' is a position inside the message, which a reader of a file
+    takes for a file line; and plain text gets 'not JSON', not the decoder's 'expected null'."""
+    if raw.lstrip()[:1] not in (b"{", b"["):
+        return "not JSON (a message is one JSON object)"
+    where = f"column {exc.colno} of the line"
+    if exc.lineno > 1:
+        where = f"line {exc.lineno} of the message, column {exc.colno}"
+    return f"not valid JSON: {exc.msg} at {where}"
 
 
 def parse_document(document: Any, raw: bytes | None = None) -> Event:

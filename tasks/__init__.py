@@ -1,2 +1,7 @@
-"""Celery tasks: thin adapters that validate a message, build a command and hand it to the
-service layer. The durable-timer runtime (dispatcher, check task) is built on the core here."""
+"""Celery tasks: thin adapters over the service layer, a few lines each.
+
+`tasks.app` builds the Celery app from settings; `tasks.timers` is the check task that fires due
+deadlines (worker.timers.fire_due) and the publisher the dispatcher is given; `tasks.alerts` is
+the delivery task (worker.alerts.deliver) and the relay's publisher. Only the command line
+imports this package.
+"""

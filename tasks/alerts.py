@@ -1,4 +1,4 @@
-"""The delivery task: a few lines over worker.alerts.deliver (load, POST, record).
+"""The delivery task: a few lines over worker.alerts.delivery.deliver (load, POST, record).
 
 No Celery retry: a failed attempt is rescheduled in the outbox itself (its backoff spans a
 day, far beyond what a broker should hold); a task lost with its worker leaves the alert's
@@ -12,8 +12,8 @@ from functools import cache
 
 from tasks.app import app
 from tasks.timers import runtime
-from worker.alerts import AlertConfig, Delivery, deliver
-from worker.webhooks import make_client
+from worker.alerts.delivery import AlertConfig, Delivery, deliver
+from worker.alerts.webhooks import make_client
 
 
 @cache
@@ -29,3 +29,8 @@ def delivery() -> Delivery:
 @app.task(name="slatimer.deliver_alert")  # type: ignore[untyped-decorator]
 def deliver_alert(alert_id: str, attempt: int, lease: str) -> str:
     return deliver(delivery(), alert_id, attempt, datetime.fromisoformat(lease))
+
+
+def publish_delivery(alert_id: str, attempt: int, lease: datetime) -> None:
+    """The relay's `Publish`: one delivery task for a claimed attempt."""
+    deliver_alert.apply_async(args=[alert_id, attempt, lease.isoformat()])

@@ -7,6 +7,7 @@ deadline already fired and does nothing; database constraints back that up.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -15,9 +16,10 @@ from celery import Task
 from celery.signals import worker_init, worker_process_init
 from sqlalchemy.exc import DBAPIError
 
+from store.base import DueDeadline
 from tasks.app import app
-from worker.bootstrap import App, bootstrap
-from worker.timers import decode_refs, encode_refs, fire_due
+from worker.service.bootstrap import App, bootstrap
+from worker.timers.firing import decode_refs, encode_refs, fire_due
 
 log = structlog.get_logger("slatimer.tasks")
 
@@ -71,3 +73,8 @@ def fire_deadlines(self: Task[Any, Any], refs: list[list[str]]) -> int:
     if early:
         self.apply_async(args=[encode_refs(early)], eta=max(d.due_at for d in early))
     return fired
+
+
+def publish_deadlines(deadlines: list[DueDeadline], eta: datetime) -> None:
+    """The dispatcher's `Publish`: one check task for a group of deadlines, due at `eta`."""
+    fire_deadlines.apply_async(args=[encode_refs(deadlines)], eta=eta)

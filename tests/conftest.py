@@ -16,9 +16,10 @@ from config.policy import load_policy
 from config.settings import DEFAULT_POLICY
 from models.events import Event
 from models.policy import Policy
-from store.migrate import upgrade
-from store.sql import SqlUnitOfWork, make_engine, session_factory
-from worker.replay import Replayer
+from store.sql.engine import make_engine, session_factory
+from store.sql.migrate import upgrade
+from store.sql.unit_of_work import SqlUnitOfWork
+from worker.service.replay import Replayer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_URL = os.environ.get(

@@ -13,8 +13,8 @@ from models.outcomes import iso
 from models.policy import Policy
 from store.base import DueDeadline, UnitOfWork
 from tests.conftest import run
-from worker.services import record_event
-from worker.timers import fire_due
+from worker.service.handlers import record_event
+from worker.timers.firing import fire_due
 
 Line = tuple[str, str, str, str, str, str | None, int | None]
 """(order, kind, rule, subject, at, severity, points) of a standing violation or escalation."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from store.tables import OutcomeRow, RetractionRow
+from store.sql.tables import OutcomeRow, RetractionRow
 
 FAST_POLICY = Path(__file__).parent / "policies" / "fast.toml"
 

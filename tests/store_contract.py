@@ -16,13 +16,13 @@ from models.outcomes import Outcome
 from models.policy import Policy
 from store.base import UnitOfWork
 from store.memory import MemoryUnitOfWork
-from store.sql_batch import Window, _read_window
-from store.tables import Base, InboxRow, LedgerRow, OutcomeRow, RetractionRow
+from store.sql.batch import Window, _read_window
+from store.sql.tables import Base, InboxRow, LedgerRow, OutcomeRow, RetractionRow
 from tests.builders import DAY, T0, H, collected, created, event, stockout
 from tests.conftest import run, sql_uow, without_warnings
-from worker.replay import replay_lines
-from worker.services import fire_deadline, record_event
-from worker.timers import group_for_eta
+from worker.service.handlers import fire_deadline, record_event
+from worker.service.replay import replay_lines
+from worker.timers.firing import group_for_eta
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "day-of-orders.jsonl"
 
@@ -186,7 +186,7 @@ def working_time_clocks_keep_their_calendar_and_pauses(engine: Engine, policy: P
 
 
 def batches_record_what_one_by_one_does(engine: Engine, policy: Policy) -> None:
-    """`uow.batch` (store/sql_batch.py) against the memory store, which handles a batch message
+    """`uow.batch` (store/sql/batch.py) against the memory store, which handles a batch message
     by message: the example's events in batches of 40, and before each batch the clocks due
     by then, in groups an hour wide (many merchants' violations and escalations per group)."""
     lines = [line for line in EXAMPLE.read_bytes().splitlines() if line.strip()]
@@ -239,7 +239,7 @@ def drive_in_batches(events: list[Event], policy: Policy, uow: UnitOfWork) -> li
 def a_groups_violation_windows_answer_any_as_the_per_question_query_does(
     engine: Engine, policy: Policy
 ) -> None:
-    """store/sql_batch.py `Window` for violations: a merchant per boundary time, each with one
+    """store/sql/batch.py `Window` for violations: a merchant per boundary time, each with one
     standing violation there (PostgreSQL reads "any?" by a probe, SQLite by a count)."""
     width, lo = timedelta(days=30), T0
     hi = lo + timedelta(seconds=1)

@@ -1,5 +1,5 @@
 """`python -m worker …` is the same as the `slatimer` command (used to spawn child processes)."""
 
-from worker.cli import app
+from worker.cli.main import app
 
 app()

@@ -6,7 +6,7 @@ whose order has an earlier pending alert (`ix_alerts_pending_order`, `(order_id,
 pending rows only, in place of the all-rows `order_id` index that served nothing else). Before,
 a table that had grown since its last ANALYZE (a sales-day wave adds tens of thousands of
 pending alerts in seconds) was hash-anti-joined or sorted whole on every claim, 27-55 ms at a
-20,000 backlog; with these indexes and the claim's planner settings (store/outbox.py) ~2 ms.
+20,000 backlog; with these indexes and the claim's planner settings (store/sql/outbox.py) ~2 ms.
 
 The indexes are built in the migration's transaction, not CONCURRENTLY: the build holds off
 new alert rows (and so the outcome transactions that write them) while it scans the table;

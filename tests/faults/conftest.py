@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from store.sql import make_engine
+from store.sql.engine import make_engine
 from tests.faults.figures import FIGURES
 from tests.faults.servers import PrivatePostgres, PrivateRabbit, PrivateRedis, Proxy, started
 

@@ -24,7 +24,7 @@ from config.policy import load_policy
 from config.settings import Settings
 from models.events import Event, canonical_body
 from models.policy import Policy
-from store.tables import DeadlineRow, InboxRow, LedgerRow, OutcomeRow
+from store.sql.tables import DeadlineRow, InboxRow, LedgerRow, OutcomeRow
 from tests.builders import (
     cancel_requested,
     cancel_reviewed,
@@ -35,9 +35,9 @@ from tests.builders import (
 )
 from tests.faults.figures import FIGURES
 from tests.runtime import FAST_POLICY, Processes, runtime_env, wait_for
-from worker.ingest import connect, publish_events
-from worker.redis_source import envelope_message
-from worker.replay import Replayer
+from worker.ingest.consumer import connect, publish_events
+from worker.ingest.redis_source import envelope_message
+from worker.service.replay import Replayer
 
 HOUR = timedelta(milliseconds=float(os.environ.get("SLATIMER_FAULTS_HOUR_MS", "100")))
 ORDERS = int(os.environ.get("SLATIMER_FAULTS_ORDERS", "48"))
@@ -433,7 +433,7 @@ def standing_recorded(engine: Engine, until: datetime) -> list[tuple[Any, ...]]:
 def all_recorded(engine: Engine, kinds: tuple[str, ...], until: datetime) -> list[tuple[Any, ...]]:
     """Every outcome of `kinds` due by `until` in the store, keyed as replay's are (retractions
     by the deadline they withdraw: their own `at` is when they were learnt, a real-clock time)."""
-    from store.tables import RetractionRow
+    from store.sql.tables import RetractionRow
 
     due = OutcomeRow.at <= until
     with engine.connect() as connection:

@@ -22,8 +22,8 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from store.migrate import upgrade
-from store.sql import make_engine
+from store.sql.engine import make_engine
+from store.sql.migrate import upgrade
 from tests.conftest import IN_CI
 
 PG_BIN = Path(os.environ.get("SLATIMER_PG_BIN", "/usr/lib/postgresql/15/bin"))

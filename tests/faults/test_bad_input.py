@@ -21,14 +21,14 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from config.settings import Settings
-from store.sql import make_engine
-from store.tables import DeadLetterRow
+from store.sql.engine import make_engine
+from store.sql.tables import DeadLetterRow
 from tests.builders import doc
 from tests.faults.figures import FIGURES
 from tests.faults.harness import inbox_ids
 from tests.faults.servers import PrivatePostgres, PrivateRedis, started
 from tests.runtime import Processes, runtime_env, wait_for
-from worker.ingest import connect, publish_events
+from worker.ingest.consumer import connect, publish_events
 
 pytestmark = pytest.mark.faults
 JSON = "application/json"

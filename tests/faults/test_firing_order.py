@@ -3,9 +3,9 @@ the standing thresholds are judged against the merchant's violations already rec
 clocks of one merchant that fire out of due order — two worker processes, or every overdue
 clock at once after an outage — were graded differently from `slatimer replay`, which fires
 them in due order. Now grading a violation first fires the merchant's earlier overdue clocks,
-each as of its due time (`worker.services._catch_up`): the record is written in due order.
+each as of its due time (`worker.service.handlers._catch_up`): the record is written in due order.
 
-On the memory store, SQLite one by one and SQLite set-based (store/sql_batch.py); PostgreSQL,
+On the memory store, SQLite one by one and SQLite set-based (store/sql/batch.py); PostgreSQL,
 with concurrent transactions, in tests/integration/test_firing_order_pg.py."""
 
 from __future__ import annotations

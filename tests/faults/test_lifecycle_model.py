@@ -1,9 +1,9 @@
 """A stateful model of the order lifecycle: hypothesis drives the real handlers
-(worker.services, on a virtual clock as worker.replay does) on a SQLite file store, crashing and
-rebuilding the unit of work at will, and after every step compares the standing violations and
-escalations with a tiny oracle written here, independently of models.rules, for 2.1.1
-(collection in 120 h), 3.2.2 (contact within 48 h of the order after a stock-out) and 2.2.3
-(cancellation review within 24 h)."""
+(worker.service.handlers, on a virtual clock as worker.service.replay does) on a SQLite file
+store, crashing and rebuilding the unit of work at will, and after every step compares the
+standing violations and escalations with a tiny oracle written here, independently of
+models.rules, for 2.1.1 (collection in 120 h), 3.2.2 (contact within 48 h of the order after
+a stock-out) and 2.2.3 (cancellation review within 24 h)."""
 
 from __future__ import annotations
 
@@ -22,15 +22,15 @@ from sqlalchemy import select
 from config.policy import load_policy
 from config.settings import DEFAULT_POLICY
 from models.events import Event
-from store.migrate import upgrade
-from store.sql import make_engine
-from store.tables import OutcomeRow
+from store.sql.engine import make_engine
+from store.sql.migrate import upgrade
+from store.sql.tables import OutcomeRow
 from tests.builders import T0, cancel_requested, cancel_reviewed, collected, contacted, created
 from tests.builders import shipped as shipped_event
 from tests.builders import stockout as stockout_event
 from tests.conftest import sql_uow
 from tests.faults.figures import FIGURES
-from worker.services import fire_deadline, record_event
+from worker.service.handlers import fire_deadline, record_event
 
 pytestmark = pytest.mark.faults
 H = timedelta(hours=1)
@@ -145,8 +145,8 @@ class OrderLifecycle(RuleBasedStateMachine):
         FIGURES.add("model_steps")
 
     def fire_until(self, until: datetime) -> None:
-        """worker.replay.Replayer.fire_until's loop, with a guard: a deadline `due()` returns
-        again after it fired would make replay loop forever."""
+        """worker.service.replay.Replayer.fire_until's loop, with a guard: a deadline `due()`
+        returns again after it fired would make replay loop forever."""
         seen: list[object] = []
         while True:
             with sql_uow(self.engine) as uow:

@@ -16,11 +16,11 @@ from sqlalchemy import Engine, text
 
 from config.policy import load_policy
 from config.settings import Settings
-from store.sql import make_engine
+from store.sql.engine import make_engine
 from tests.conftest import sql_uow
 from tests.faults.figures import FIGURES
 from tests.faults.harness import Producer, check_after_drain, make_stream, scaled_policy
-from worker.replay import Replayer
+from worker.service.replay import Replayer
 
 pytestmark = pytest.mark.faults
 

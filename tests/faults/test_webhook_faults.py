@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from config.policy import load_policy
-from store.tables import AlertRow
+from store.sql.tables import AlertRow
 from tests.builders import collected, created
 from tests.conftest import sql_uow
 from tests.faults.figures import FIGURES
@@ -23,7 +23,7 @@ from tests.faults.harness import duplicates
 from tests.faults.servers import PrivateRedis
 from tests.integration.test_alerts_e2e import Receiver
 from tests.runtime import FAST_POLICY, processes, runtime_env, wait_for
-from worker.services import record_event
+from worker.service.handlers import record_event
 
 pytestmark = pytest.mark.faults
 POLICY = load_policy(FAST_POLICY)  # an hour is 50 ms: 120 h = 6 s

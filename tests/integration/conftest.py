@@ -17,7 +17,7 @@ from kombu import Connection
 
 from config.settings import Settings
 from tests.conftest import server_missing
-from worker.ingest import order_queue
+from worker.ingest.consumer import order_queue
 
 REDIS_URL = os.environ.get("SLATIMER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 AMQP_URL = os.environ.get("SLATIMER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -62,7 +62,7 @@ class OrderQueue:
 
     def unacked_on_redis(self) -> int:
         """Messages Redis consumers took but have not acknowledged: on their taken lists
-        (worker/redis_source.py)."""
+        (worker/ingest/redis_source.py)."""
         if self.kind != "redis":
             return 0
         client = redis.Redis.from_url(self.settings.broker_url)

@@ -25,11 +25,11 @@ from sqlalchemy import Engine, select
 from standardwebhooks import Webhook
 
 from config.policy import load_policy
-from store.tables import AlertRow, MerchantRow
+from store.sql.tables import AlertRow, MerchantRow
 from tests.builders import collected, created
 from tests.conftest import sql_uow
 from tests.runtime import FAST_POLICY, Processes, processes, runtime_env, wait_for
-from worker.services import record_event
+from worker.service.handlers import record_event
 
 pytestmark = pytest.mark.integration
 POLICY = load_policy(FAST_POLICY)

@@ -15,11 +15,11 @@ from sqlalchemy import Engine, func, select
 
 from config.settings import Settings
 from models.policy import Policy
-from store.tables import AlertRow, DeadLetterRow, DeadlineRow, OutcomeRow
+from store.sql.tables import AlertRow, DeadLetterRow, DeadlineRow, OutcomeRow
 from tests.builders import T0, H, collected, created, stockout
 from tests.conftest import run, sql_uow
 from tests.runtime import processes, runtime_env, wait_for
-from worker.api import create_app
+from worker.api.app import create_app
 
 pytestmark = pytest.mark.integration
 NOW = T0 + 121 * H

@@ -25,9 +25,9 @@ from store.base import DueDeadline, UnitOfWork
 from tests.builders import T0, H, collected, created
 from tests.conftest import sql_uow
 from tests.firing_order import after_outage, due_by, ingest, recorded, replayed
-from worker.ingest_service import RawMessage, ingest_batch, is_connectivity_error
-from worker.services import fire_deadline
-from worker.timers import fire_due
+from worker.ingest.batch import RawMessage, ingest_batch, is_connectivity_error
+from worker.service.handlers import fire_deadline
+from worker.timers.firing import fire_due
 
 pytestmark = pytest.mark.integration
 

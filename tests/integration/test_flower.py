@@ -16,12 +16,12 @@ from kombu import Connection, Exchange, Queue
 from sqlalchemy import Engine, func, select
 
 from config.policy import load_policy
-from store.tables import OutcomeRow
+from store.sql.tables import OutcomeRow
 from tests.builders import created
 from tests.conftest import sql_uow
 from tests.integration.test_api_metrics_pg import free_port, scrape
 from tests.runtime import FAST_POLICY, processes, runtime_env, wait_for
-from worker.services import record_event
+from worker.service.handlers import record_event
 
 pytestmark = pytest.mark.integration
 AUTH = ("ops", "s3cret")

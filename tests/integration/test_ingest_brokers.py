@@ -20,11 +20,11 @@ from sqlalchemy import Engine, select
 
 from config.settings import Settings
 from models.events import MAX_EVENT_BYTES
-from store.tables import DeadLetterRow, DeadlineRow, InboxRow
+from store.sql.tables import DeadLetterRow, DeadlineRow, InboxRow
 from tests.builders import T0, H, doc
 from tests.integration.conftest import OrderQueue
-from worker.bootstrap import bootstrap
-from worker.ingest import Ingestor, publish_events
+from worker.ingest.consumer import Ingestor, publish_events
+from worker.service.bootstrap import bootstrap
 
 pytestmark = pytest.mark.integration
 
@@ -216,7 +216,7 @@ def test_the_consumer_reconnects_after_losing_redis(
 TAKE_AND_HANG = """
 import threading, time
 from config.settings import Settings
-from worker.redis_source import redis_source
+from worker.ingest.redis_source import redis_source
 settings = Settings()
 with redis_source(settings, settings.broker_url) as source:
     taken = []

@@ -1,4 +1,4 @@
-"""The reliable Redis consumer (worker/redis_source.py) on a real Redis: a message is on the
+"""The reliable Redis consumer (worker/ingest/redis_source.py) on a real Redis: a message is on the
 queue or on a consumer's taken list at every moment, until the batch that holds it commits."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from tests.integration.conftest import OrderQueue
-from worker.ingest import publish_events
-from worker.redis_source import RedisOrderSource, envelope_message, redis_source
+from worker.ingest.consumer import publish_events
+from worker.ingest.redis_source import RedisOrderSource, envelope_message, redis_source
 
 NEVER = threading.Event()
 

@@ -10,8 +10,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from models.policy import Policy
-from store.migrate import server_warnings
-from store.outbox import outbox
+from store.sql.migrate import server_warnings
+from store.sql.outbox import outbox
 from tests.store_contract import CHECKS
 
 pytestmark = pytest.mark.integration

@@ -22,8 +22,8 @@ from config.policy import load_policy
 from config.settings import Settings
 from models.events import Event, canonical_body
 from models.policy import Policy
-from store.sql import make_engine
-from store.tables import DeadlineRow, InboxRow, OutcomeRow
+from store.sql.engine import make_engine
+from store.sql.tables import DeadlineRow, InboxRow, OutcomeRow
 from tests.builders import (
     cancel_requested,
     cancel_reviewed,
@@ -42,9 +42,9 @@ from tests.runtime import (
     runtime_env,
     wait_for,
 )
-from worker.ingest import connect, publish_events
-from worker.replay import Replayer
-from worker.services import record_event
+from worker.ingest.consumer import connect, publish_events
+from worker.service.handlers import record_event
+from worker.service.replay import Replayer
 
 pytestmark = pytest.mark.integration
 POLICY = load_policy(FAST_POLICY)

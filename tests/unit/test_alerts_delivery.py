@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from models.clock import VirtualClock
 from models.outcomes import Outcome
-from store.outbox import Merchant, outbox
+from store.sql.outbox import Merchant, outbox
 from tests.conftest import sql_uow
-from worker.alerts import AlertConfig, Delivery, deliver, next_wait, relay_once
-from worker.webhooks import (
+from worker.alerts.delivery import AlertConfig, Delivery, deliver, next_wait, relay_once
+from worker.alerts.webhooks import (
     Allow,
     IpAddress,
     Response,
@@ -433,7 +433,7 @@ def test_a_url_that_now_resolves_inside_is_refused_at_send_time(
 
 
 def run_cli(args: list[str]) -> str:
-    from worker.cli import app
+    from worker.cli.main import app
 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -472,7 +472,7 @@ def test_an_unsafe_url_is_refused_at_registration(
 ) -> None:
     monkeypatch.setenv("SLATIMER_DATABASE_URL", str(sqlite_engine.url))
     monkeypatch.delenv("SLATIMER_WEBHOOK_ALLOW", raising=False)
-    from worker.cli import app
+    from worker.cli.main import app
 
     result = CliRunner().invoke(app, ["merchants", "add", "m-1", "--url", "https://127.0.0.1/"])
     assert result.exit_code != 0 and "non-public" in result.output

@@ -12,12 +12,12 @@ from sqlalchemy import Engine, select
 
 from config.settings import Settings
 from models.policy import Policy
-from store.sql import session_factory
-from store.tables import DeadLetterRow, MerchantRow
+from store.sql.engine import session_factory
+from store.sql.tables import DeadLetterRow, MerchantRow
 from tests.builders import T0, H, collected, created, event
 from tests.conftest import run, sql_uow
-from worker.api import create_app
-from worker.api_keys import hash_key, issue_key
+from worker.api.app import create_app
+from worker.api.keys import hash_key, issue_key
 
 OPERATOR_KEY = "operator-key-for-tests"
 NOW = T0 + 121 * H

@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 
 from config.policy import load_policy
 from config.settings import DEFAULT_POLICY
-from store.sql import SqlUnitOfWork, make_engine, session_factory
+from store.sql.engine import make_engine, session_factory
+from store.sql.unit_of_work import SqlUnitOfWork
 from tests.builders import T0, doc
-from worker.cli import app
-from worker.replay import replay_lines
+from worker.cli.main import app
+from worker.service.replay import replay_lines
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "day-of-orders.jsonl"

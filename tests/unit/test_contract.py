@@ -11,7 +11,7 @@ from models.events import MAX_EVENT_BYTES, ContractError, contract_schema, parse
 from models.policy import Policy
 from store.memory import MemoryUnitOfWork
 from tests.builders import T0, doc
-from worker.services import DuplicateEventId, record_event
+from worker.service.handlers import DuplicateEventId, record_event
 
 CREATED = doc(
     "order.created",
@@ -60,7 +60,10 @@ def test_a_valid_order_created_parses_with_utc_times() -> None:
         (_with(colour="red"), "colour", "Extra inputs"),
         (b"{not json", "(message)", "not valid JSON"),
         (b"[1, 2]", "(message)", "JSON object"),
-        (b"\xff\xfe", "(message)", "not valid JSON"),
+        (b"\xff\xfe", "(message)", "not JSON"),
+        (b"plain text, not an event", "(message)", "not JSON (a message is one JSON object)"),
+        (b'{"event_id": "e1", "type" 1}', "(message)", "at column 27 of the line"),
+        (b'{\n"event_id":\n x}', "(message)", "at line 3 of the message, column 2"),
         (b" " * (MAX_EVENT_BYTES + 1), "(message)", "larger than"),
     ],
 )

@@ -9,8 +9,8 @@ import orjson
 
 from config.policy import load_policy
 from config.settings import DEFAULT_POLICY, DEMO_POLICY
-from worker.demo import SCALE, arrival_order, compress
-from worker.replay import replay_lines
+from worker.cli.demo import SCALE, arrival_order, compress
+from worker.service.replay import replay_lines
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "day-of-orders.jsonl"
 START = datetime(2030, 1, 1, tzinfo=UTC)

@@ -18,13 +18,11 @@ from models.events import MAX_EVENT_BYTES
 from models.policy import Policy
 from store.base import DeadLetter, UnitOfWork
 from store.memory import MemoryUnitOfWork
-from store.tables import DeadLetterRow, InboxRow, OrderRow
+from store.sql.tables import DeadLetterRow, InboxRow, OrderRow
 from tests.builders import T0, H, doc
 from tests.conftest import sql_uow
-from worker import ingest_service
-from worker.backoff import compute_backoff
-from worker.ingest import raw_message
-from worker.ingest_service import (
+from worker.ingest import batch as ingest_service
+from worker.ingest.batch import (
     IngestStats,
     RawMessage,
     dead_letter,
@@ -32,6 +30,8 @@ from worker.ingest_service import (
     is_connectivity_error,
     replay_dead_letters,
 )
+from worker.ingest.consumer import raw_message
+from worker.process.backoff import compute_backoff
 
 NOW = T0 + 2 * H
 SKEW = timedelta(hours=1)

@@ -69,7 +69,7 @@ def test_slatimer_merchant_shows_the_standing_traced_to_each_violation(
     from datetime import timedelta
 
     from tests.conftest import sql_uow
-    from worker.standing import merchant_standing
+    from worker.service.standing import merchant_standing
 
     policy = shipped_policy.model_copy(update={"trace_checks": False})
     events = [order_created(f"o{n}", at=T0 + n * DAY) for n in range(3)]

@@ -62,7 +62,7 @@ def test_chapter_iii_a_withdrawn_violation_does_not_make_the_next_serious(policy
 
 
 def test_chapter_iii_points_add_up_per_merchant(policy: Policy) -> None:
-    from worker.replay import Replayer
+    from worker.service.replay import Replayer
 
     replayer = Replayer(policy)
     for event in [

@@ -14,7 +14,7 @@ from models.policy import Policy
 from tests.builders import DAY, T0, H, S, doc
 from tests.builders import created as order_created
 from tests.conftest import run
-from worker.cli import app
+from worker.cli.main import app
 
 EFFECTIVE = T0 + 10 * DAY
 
@@ -102,7 +102,7 @@ def test_replay_compare_prints_what_a_rule_change_would_change(tmp_path: Path) -
 def test_4_2_a_new_policy_file_takes_effect_without_a_restart(tmp_path: Path) -> None:
     import os
 
-    from worker.bootstrap import PolicyFiles
+    from worker.service.bootstrap import PolicyFiles
 
     current = tmp_path / "policy.toml"
     current.write_text(DEFAULT_POLICY.read_text())

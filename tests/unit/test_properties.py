@@ -14,7 +14,7 @@ from config.settings import DEFAULT_POLICY
 from models.events import Event, parse_document
 from models.order import OrderState, apply
 from tests.builders import T0, doc
-from worker.replay import Replayer
+from worker.service.replay import Replayer
 
 POLICY = load_policy(DEFAULT_POLICY)
 ORDERS = ("o1", "o2", "o3")

@@ -1,4 +1,4 @@
-"""store/sql_batch.py `Window`: a timer group's merchant-wide sums, read once as a core and two
+"""store/sql/batch.py `Window`: a timer group's merchant-wide sums, read once as a core and two
 edges, answer every window ending in the group's span exactly as the per-question query does."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import Engine
 
 from models.outcomes import LedgerEntry, Outcome
-from store.sql_batch import Window, _read_window
+from store.sql.batch import Window, _read_window
 from tests.builders import T0, H
 from tests.conftest import sql_uow
 

@@ -12,9 +12,9 @@ from store.base import DueDeadline
 from store.memory import MemoryUnitOfWork
 from tests.builders import T0, H, collected, created
 from tests.conftest import without_warnings
-from worker.backoff import compute_backoff
-from worker.services import record_event
-from worker.timers import (
+from worker.process.backoff import compute_backoff
+from worker.service.handlers import record_event
+from worker.timers.firing import (
     TimerPolicy,
     decode_refs,
     dispatch_once,

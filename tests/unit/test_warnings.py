@@ -109,7 +109,7 @@ def test_each_warning_is_sent_once_however_often_events_are_redelivered(policy: 
 
 
 def test_warnings_have_their_own_timer_rows(policy: Policy) -> None:
-    from worker.replay import Replayer
+    from worker.service.replay import Replayer
 
     uow = MemoryUnitOfWork()
     Replayer(policy, uow).feed(order_created("o1"))

@@ -17,7 +17,7 @@ from models.calendars import BusinessHours, Closure, Window, WorkingDays, due_af
 from models.events import Event, parse_document
 from models.outcomes import OutcomeKey
 from store.memory import MemoryOutcomes
-from worker.replay import Replayer
+from worker.service.replay import Replayer
 
 ET = ZoneInfo("America/New_York")
 HKT = ZoneInfo("Asia/Hong_Kong")

@@ -12,7 +12,7 @@ from models.events import Event
 from models.policy import Policy
 from tests.builders import created, event
 from tests.conftest import run
-from worker.replay import Replayer
+from worker.service.replay import Replayer
 
 HKT = ZoneInfo("Asia/Hong_Kong")
 ET = ZoneInfo("America/New_York")
@@ -219,8 +219,8 @@ def test_a_closure_does_not_touch_elapsed_clocks(policy: Policy) -> None:
 def test_an_edited_calendar_reaches_open_clocks(policy: Policy) -> None:
     # an open complaint, due at Tuesday's end; the policy file then declares Monday a holiday
     from store.memory import MemoryUnitOfWork
-    from worker.dispatcher import CalendarWatch
-    from worker.services import record_event
+    from worker.service.handlers import record_event
+    from worker.timers.dispatcher import CalendarWatch
 
     uow = MemoryUnitOfWork()
     now = FRI_1500 + timedelta(hours=1)

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.tables import MerchantRow
+from store.sql.tables import MerchantRow
 
 PREFIX = "slt_"
 

@@ -4,7 +4,7 @@ Each message runs in its own savepoint, so a bad one (refused by the contract, o
 a bug in a handler) becomes a dead letter in the same transaction as the good ones around it;
 acknowledging the batch after the commit then never loses a message. Database connectivity
 errors are the exception: they propagate, because the batch must be retried, not dead-lettered.
-The kombu adapter is worker/ingest.py.
+The kombu adapter is worker/ingest/consumer.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from models.events import (
 from models.outcomes import Outcome, iso
 from models.policy import Policy
 from store.base import DeadLetter, Unisolated, UnitOfWork
-from worker.services import record_event
+from worker.service.handlers import record_event
 
 log = structlog.get_logger("slatimer.ingest")
 

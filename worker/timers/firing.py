@@ -19,8 +19,8 @@ from models.outcomes import iso
 from models.policy import Policy
 from models.rules import VIOLATION_RULES
 from store.base import DueDeadline, Unisolated, UnitOfWork
-from worker import metrics
-from worker.services import fire_deadline
+from worker.process import metrics
+from worker.service.handlers import fire_deadline
 
 log = structlog.get_logger("slatimer.timers")
 

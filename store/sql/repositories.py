@@ -1,46 +1,47 @@
-"""The SQL unit of work (SQLite by default, PostgreSQL in production), SQLAlchemy 2.x style.
-
-One `with uow:` block is one transaction. Reading an order locks its row (`FOR UPDATE` on
-PostgreSQL), so two workers judging the same order take turns instead of losing an update.
-"""
+"""The plain SQL repositories: one statement per question, over one session. The unit of work
+exposes them (store.sql.unit_of_work); a batch (store.sql.batch) falls back on them for what it
+does not answer from memory."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from hashlib import blake2b
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any
 
-import orjson
 from sqlalchemy import (
-    ColumnElement,
-    Engine,
-    any_,
-    bindparam,
-    create_engine,
-    event,
     exists,
     func,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from models.alerts import alert_body
 from models.calendars import Closure
 from models.events import Event
 from models.order import OrderState
 from models.outcomes import LedgerEntry, Outcome, Recorded
 from models.policy import Announcement
 from models.rules import Clocked
-from store.base import DeadLetter, DeadlineView, DueDeadline, calendar_of, deadline_state
-from store.tables import (
+from store.base import DeadLetter, DeadlineView, DueDeadline
+from store.sql.engine import on_postgresql, one_of
+from store.sql.rows import (
+    DUE_ORDER,
+    OPEN_STATES,
+    alert_values,
+    calendar_values,
+    dead_letter_from_row,
+    dead_letter_values,
+    deadline_changes,
+    inbox_values,
+    ledger_values,
+    outcome_values,
+    recorded_from_row,
+)
+from store.sql.tables import (
     AlertRow,
     AnnouncementRow,
     ClosureRow,
@@ -52,167 +53,6 @@ from store.tables import (
     OutcomeRow,
     RetractionRow,
 )
-
-if TYPE_CHECKING:
-    from store.sql_batch import BatchedUnitOfWork
-
-OPEN_STATES = ("pending", "enqueued")
-DUE_ORDER = (DeadlineRow.due_at, DeadlineRow.order_id, DeadlineRow.rule, DeadlineRow.subject)
-"""`DueDeadline.rank`: the order replay fires clocks in, the same as the memory store's heap."""
-
-
-def make_engine(url: str, **options: Any) -> Engine:
-    """An engine for `url`; SQLite gets WAL and immediate transactions, PostgreSQL a pre-ping
-    pool. JSON columns (order states, alert bodies) go through orjson: the stdlib encoder and
-    decoder were ~8% of a timer worker's time."""
-    options = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads, **options}
-    if url.startswith("sqlite"):
-        engine = create_engine(url, **options)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _begin_immediate)
-        return engine
-    return create_engine(url, pool_pre_ping=True, **options)
-
-
-def on_postgresql(session: Session) -> bool:
-    """Whether this session talks to PostgreSQL (else SQLite, the embedded default)."""
-    return session.get_bind().dialect.name == "postgresql"
-
-
-def one_of(session: Session, column: Any, values: Collection[Any]) -> ColumnElement[bool]:
-    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`, one parameter whatever the
-    count, so a batch's statement has the same text every time: psycopg converts it once and
-    PostgreSQL can keep its plan. An IN list of a few hundred parameters was converted and
-    planned anew for every batch (psycopg's query conversion alone ~10% of a timer worker)."""
-    values = list(values)
-    if on_postgresql(session):
-        matches: ColumnElement[bool] = column == any_(
-            bindparam(None, values, type_=ARRAY(column.type))
-        )
-    else:
-        matches = column.in_(values)
-    return matches
-
-
-def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    connection.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN itself
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
-def _begin_immediate(connection: Any) -> None:
-    """Take SQLite's write lock when a transaction starts. A deferred transaction that reads,
-    then writes after another process committed, fails at once with "database is locked";
-    an immediate one waits its turn (busy_timeout), which is what the embedded runtime's
-    three processes need."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-Slot = tuple[str, str]
-
-
-def deadline_changes(
-    existing: dict[Slot, tuple[datetime, str]], current: Sequence[Clocked], now: datetime
-) -> list[tuple[Slot, datetime, str, Clocked | None]]:
-    """The (slot, due_at, state, clock) rows to write so an order's timer rows match its clocks:
-    open clocks pending at their time, vanished ones met (with no clock); a row already handed
-    to a timer (enqueued) at the same time is the dispatcher's and is left alone."""
-    changes: list[tuple[Slot, datetime, str, Clocked | None]] = []
-    for clock in current:
-        state, row = deadline_state(clock, now), existing.get(clock.slot)
-        if row == (clock.due_at, state):
-            continue
-        if row == (clock.due_at, "enqueued") and state == "pending":
-            continue  # already handed to a timer; the dispatcher owns it
-        changes.append((clock.slot, clock.due_at, state, clock))
-    wanted = {clock.slot for clock in current}
-    for slot, (due_at, was) in existing.items():
-        if slot not in wanted and was in OPEN_STATES:
-            changes.append((slot, due_at, "met", None))  # its obligation no longer applies
-    return changes
-
-
-def calendar_values(clock: Clocked) -> dict[str, Any]:
-    """A working-time clock's calendar and paused stretches, as the deadline row keeps them."""
-    calendar, paused = calendar_of(clock)
-    stored = [[start.isoformat(), end.isoformat()] for start, end in paused] or None
-    return {"calendar": calendar, "paused": stored}
-
-
-def inbox_values(event: Event, digest: str, received_at: datetime) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "order_id": event.order_id,
-        "type": event.type,
-        "occurred_at": event.occurred_at,
-        "received_at": received_at,
-        "digest": digest,
-        "body": event.model_dump(mode="json"),
-    }
-
-
-def outcome_values(outcome: Outcome) -> dict[str, Any]:
-    return {
-        "kind": outcome.kind,
-        "order_id": outcome.order_id,
-        "merchant_id": outcome.merchant_id,
-        "rule": outcome.rule,
-        "subject": outcome.subject,
-        "category": outcome.category,
-        "clause": outcome.clause,
-        "at": outcome.at,
-        "severity": outcome.severity,
-        "points": outcome.points,
-        "retracted": False,
-    }
-
-
-def ledger_values(entry: LedgerEntry) -> dict[str, Any]:
-    return {
-        "merchant_id": entry.merchant_id,
-        "order_id": entry.order_id,
-        "rule": entry.rule,
-        "subject": entry.subject,
-        "outcome_at": entry.outcome_at,
-        "entry": entry.entry,
-        "points": entry.points,
-        "at": entry.at,
-    }
-
-
-def alert_values(outcome: Outcome, created_at: datetime) -> dict[str, Any]:
-    body = alert_body(outcome)
-    return {
-        "alert_id": body["data"]["alert_id"],  # derived once: a SHA-256 of the outcome
-        "merchant_id": outcome.merchant_id,
-        "order_id": outcome.order_id,
-        "kind": outcome.kind,
-        "rule": outcome.rule,
-        "body": body,
-        "created_at": created_at,
-        "state": "pending",
-        "attempts": 0,
-        "next_attempt_at": created_at,
-    }
-
-
-def dead_letter_values(letter: DeadLetter) -> dict[str, Any]:
-    return {
-        "received_at": letter.received_at,
-        "source": letter.source,
-        "field": letter.field,
-        "reason": letter.reason,
-        "content_type": letter.content_type,
-        "body": letter.body,
-        "replayed_at": letter.replayed_at,
-    }
 
 
 class SqlInbox:
@@ -345,7 +185,7 @@ class SqlOutcomes:
         rows = self.session.scalars(
             select(OutcomeRow).where(OutcomeRow.order_id == order_id).order_by(OutcomeRow.id)
         )
-        return [_recorded(row) for row in rows]
+        return [recorded_from_row(row) for row in rows]
 
     def record(self, outcome: Outcome) -> None:
         self.session.add(OutcomeRow(**outcome_values(outcome)))
@@ -412,20 +252,6 @@ def _points_query(
     return select(func.coalesce(func.sum(OutcomeRow.points), 0)).where(
         *_standing_violations(merchant_id, category, since, until),
         OutcomeRow.severity == severity,
-    )
-
-
-def _recorded(row: OutcomeRow) -> Recorded:
-    return Recorded(
-        kind=row.kind,  # type: ignore[arg-type]
-        rule=row.rule,
-        subject=row.subject,
-        category=row.category,
-        clause=row.clause,
-        at=row.at,
-        severity=row.severity,  # type: ignore[arg-type]
-        points=row.points,
-        retracted=row.retracted,
     )
 
 
@@ -614,7 +440,7 @@ class SqlDeadLetters:
 
     def latest(self, limit: int) -> list[DeadLetter]:
         query = select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)
-        return [_dead_letter(row) for row in self.session.scalars(query)]
+        return [dead_letter_from_row(row) for row in self.session.scalars(query)]
 
     def for_replay(self, ids: Sequence[int] | None, limit: int) -> list[DeadLetter]:
         query = select(DeadLetterRow).order_by(DeadLetterRow.id).limit(limit).with_for_update()
@@ -622,7 +448,7 @@ class SqlDeadLetters:
             query = query.where(DeadLetterRow.replayed_at.is_(None))
         else:
             query = query.where(DeadLetterRow.id.in_(list(ids)))
-        return [_dead_letter(row) for row in self.session.scalars(query)]
+        return [dead_letter_from_row(row) for row in self.session.scalars(query)]
 
     def mark_replayed(self, ids: Sequence[int], at: datetime) -> None:
         self.session.execute(
@@ -631,19 +457,6 @@ class SqlDeadLetters:
             .values(replayed_at=at)
             .execution_options(synchronize_session=False)
         )
-
-
-def _dead_letter(row: DeadLetterRow) -> DeadLetter:
-    return DeadLetter(
-        id=row.id,
-        received_at=row.received_at,
-        source=row.source,
-        field=row.field,
-        reason=row.reason,
-        content_type=row.content_type,
-        body=bytes(row.body),
-        replayed_at=row.replayed_at,
-    )
 
 
 class SqlAlerts:
@@ -655,69 +468,17 @@ class SqlAlerts:
             self.session.add(AlertRow(**alert_values(outcome, created_at)))
 
 
-class SqlUnitOfWork:
-    inbox: SqlInbox
-    orders: SqlOrders
-    outcomes: SqlOutcomes
-    deadlines: SqlDeadlines
-    ledger: SqlLedger
-    alerts: SqlAlerts
-    announcements: SqlAnnouncements
-    closures: SqlClosures
-    dead_letters: SqlDeadLetters
+class SqlRepositories:
+    """Every repository over one session, built together when a transaction starts."""
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self.session_factory = session_factory
-
-    def __enter__(self) -> Self:
-        self.session = self.session_factory()
-        self.inbox = SqlInbox(self.session)
-        self.orders = SqlOrders(self.session)
-        self.outcomes = SqlOutcomes(self.session)
-        self.deadlines = SqlDeadlines(self.session)
-        self.ledger = SqlLedger(self.session)
-        self.alerts = SqlAlerts(self.session)
-        self.announcements = SqlAnnouncements(self.session)
-        self.closures = SqlClosures(self.session)
-        self.dead_letters = SqlDeadLetters(self.session)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.rollback()
-        self.session.close()
-
-    def commit(self) -> None:
-        self.session.commit()
-
-    def rollback(self) -> None:
-        self.session.rollback()
-
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        with self.session.begin_nested():
-            yield
-
-    @contextmanager
-    def batch(
-        self,
-        order_ids: Sequence[str],
-        event_ids: Sequence[str] = (),
-        moments: Sequence[datetime] = (),
-        merchants_of: Sequence[str] = (),
-    ) -> Iterator[BatchedUnitOfWork]:
-        """store/sql_batch.py: set-based reads and writes for a batch, in one savepoint."""
-        from store.sql_batch import BatchedUnitOfWork  # it builds on this module
-
-        with self.session.begin_nested():
-            batched = BatchedUnitOfWork(self, order_ids, event_ids, moments, merchants_of)
-            yield batched
-            batched.finish()
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.inbox = SqlInbox(session)
+        self.orders = SqlOrders(session)
+        self.outcomes = SqlOutcomes(session)
+        self.deadlines = SqlDeadlines(session)
+        self.ledger = SqlLedger(session)
+        self.alerts = SqlAlerts(session)
+        self.announcements = SqlAnnouncements(session)
+        self.closures = SqlClosures(session)
+        self.dead_letters = SqlDeadLetters(session)

@@ -16,8 +16,9 @@ from config.policy import PolicyError, load_policies
 from config.settings import Settings
 from models.policy import Policy
 from store.base import UnitOfWork
-from store.sql import SqlUnitOfWork, make_engine, session_factory
-from worker.logs import configure_logging
+from store.sql.engine import make_engine, session_factory
+from store.sql.unit_of_work import SqlUnitOfWork
+from worker.process.logs import configure_logging
 
 log = structlog.get_logger("slatimer.bootstrap")
 

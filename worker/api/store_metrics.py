@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, func, select
 
-from store.tables import AlertRow, DeadLetterRow, DeadlineRow, OutcomeRow
+from store.sql.tables import AlertRow, DeadLetterRow, DeadlineRow, OutcomeRow
 
 log = structlog.get_logger("slatimer.metrics")
 

@@ -10,10 +10,11 @@ expiring after `ingest_visibility_timeout`); any consumer puts the taken list of
 heartbeat has expired back at the head of the queue, in one Lua script, so a batch is restored
 exactly once.
 
-The queue itself stays kombu's: producers publish with kombu (`worker.ingest.publish_events`,
-Celery's producers, any kombu client) and the messages are kombu's JSON envelopes, which are
-unwrapped here (`envelope_message`). Something pushed onto the list by hand that is not such
-an envelope is handled as the event body itself (and dead-lettered if it is not one).
+The queue itself stays kombu's: producers publish with kombu
+(`worker.ingest.consumer.publish_events`, Celery's producers, any kombu client) and the messages
+are kombu's JSON envelopes, which are unwrapped here (`envelope_message`). Something pushed onto
+the list by hand that is not such an envelope is handled as the event body itself (and dead-
+lettered if it is not one).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from config.settings import Settings
-from worker.ingest_service import RawMessage
+from worker.ingest.batch import RawMessage
 
 log = structlog.get_logger("slatimer.ingest")
 

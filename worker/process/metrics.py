@@ -1,9 +1,9 @@
 """Process metrics (Prometheus): what each long-running process counts as it works.
 
 State that lives in the database (deadlines open, outcomes, alerts, DLQ depth) is not counted here:
-the read API's /metrics computes it at scrape time (worker/metrics_db.py), so it is right however
-many replicas run and across restarts. Here are only the things a process sees happen: events
-ingested or refused, deadlines fired and how late.
+the read API's /metrics computes it at scrape time (worker/api/store_metrics.py), so it is
+right however many replicas run and across restarts. Here are only the things a process sees
+happen: events ingested or refused, deadlines fired and how late.
 
 The Celery worker is prefork and a deadline fires inside a child process, so the worker uses
 prometheus_client's multiprocess mode: each child writes its samples to files in
@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -34,7 +35,6 @@ from prometheus_client import (
 )
 
 from config.settings import Settings
-from worker.ingest_service import BatchResult
 
 log = structlog.get_logger("slatimer.metrics")
 
@@ -81,11 +81,12 @@ def field_label(field: str) -> str:
     return head if _LABEL.match(head) else "other"
 
 
-def batch_ingested(result: BatchResult) -> None:
+def batch_ingested(accepted: int, refused_fields: Iterable[str]) -> None:
+    """Count a batch: the events accepted, and each refusal by the field it names."""
     metrics = process_metrics()
-    metrics.ingested.inc(result.accepted)
-    for letter in result.dead_letters:
-        metrics.rejected.labels(field_label(letter.field)).inc()
+    metrics.ingested.inc(accepted)
+    for field in refused_fields:
+        metrics.rejected.labels(field_label(field)).inc()
 
 
 def deadline_fired(rule: str, lateness_s: float) -> None:

@@ -20,9 +20,9 @@ from sqlalchemy import Engine
 
 from config.settings import Settings
 from models.clock import Clock
-from store.outbox import Alert, DueAlert, Merchant, SqlOutbox, outbox
-from worker import webhooks
-from worker.webhooks import Allow, Resolve, Response, Target, Unresolvable, UnsafeUrl
+from store.sql.outbox import Alert, DueAlert, Merchant, SqlOutbox, outbox
+from worker.alerts import webhooks
+from worker.alerts.webhooks import Allow, Resolve, Response, Target, Unresolvable, UnsafeUrl
 
 log = structlog.get_logger("slatimer.alerts")
 
@@ -92,19 +92,14 @@ def _sort_out(
     return sends
 
 
-def relay_step(engine: Engine, clock: Clock, settings: Settings) -> int:
-    """The dispatcher's alert step: never raises, so an alert problem cannot stop timers."""
+def relay_step(engine: Engine, clock: Clock, settings: Settings, publish: Publish) -> int:
+    """The dispatcher's alert step: never raises, so an alert problem cannot stop timers.
+    `publish` sends the delivery task (tasks.alerts.publish_delivery in the runtime)."""
     try:
-        return relay_once(engine, clock.now(), AlertConfig.from_settings(settings), celery_send)
+        return relay_once(engine, clock.now(), AlertConfig.from_settings(settings), publish)
     except Exception:  # noqa: BLE001 - logged; the next pass tries again
         log.exception("alert relay pass failed")
         return 0
-
-
-def celery_send(alert_id: str, attempt: int, lease: datetime) -> None:
-    from tasks.alerts import deliver_alert
-
-    deliver_alert.apply_async(args=[alert_id, attempt, lease.isoformat()])
 
 
 # --- one delivery ------------------------------------------------------------------------

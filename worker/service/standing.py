@@ -10,7 +10,7 @@ from sqlalchemy import Engine, and_, select
 
 from models.outcomes import iso
 from models.policy import Policy
-from store.tables import LedgerRow, OutcomeRow
+from store.sql.tables import LedgerRow, OutcomeRow
 
 
 def merchant_standing(

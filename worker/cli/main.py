@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -16,8 +17,8 @@ from models.events import contract_schema
 from models.outcomes import Outcome, iso
 from models.policy import Policy
 from store.base import DeadlineView
-from worker.logs import configure_logging
-from worker.replay import ReplayResult, compare_results, replay_lines
+from worker.process.logs import configure_logging
+from worker.service.replay import ReplayResult, compare_results, replay_lines
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
@@ -110,8 +111,8 @@ def merchant(
     at: Annotated[str | None, typer.Option(help="Standing as of this time (default: now).")] = None,
 ) -> None:
     """A merchant's standing: points over the rolling window, measures, ledger timeline (JSON)."""
-    from worker.bootstrap import bootstrap
-    from worker.standing import merchant_standing
+    from worker.service.bootstrap import bootstrap
+    from worker.service.standing import merchant_standing
 
     services = bootstrap()
     moment = _aware(at) if at else services.clock.now()
@@ -126,7 +127,7 @@ def deadlines(
     ],
 ) -> None:
     """A stream's clocks as stored: due time, state, the calendar in force, paused time (JSON)."""
-    from worker.bootstrap import bootstrap
+    from worker.service.bootstrap import bootstrap
 
     services = bootstrap()
     with services.uow() as uow:
@@ -159,8 +160,8 @@ def schema() -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Create or migrate the schema at SLATIMER_DATABASE_URL."""
-    from store.migrate import upgrade
-    from store.sql import make_engine
+    from store.sql.engine import make_engine
+    from store.sql.migrate import upgrade
 
     settings = Settings()
     engine = make_engine(settings.database_url)
@@ -175,7 +176,7 @@ def worker(
 ) -> None:
     """Run the Celery worker: fires deadlines and delivers alerts (SLATIMER_TIMER_QUEUE and
     SLATIMER_ALERT_QUEUE)."""
-    from worker.metrics import serve_worker_metrics
+    from worker.process.metrics import serve_worker_metrics
 
     serve_worker_metrics(Settings())  # before tasks.app: the pool's children inherit the mode
     from tasks.app import app as celery
@@ -197,20 +198,24 @@ def worker(
 @app.command()
 def dispatcher() -> None:
     """Run the dispatcher: hands deadlines due within the horizon to Celery as ETA tasks."""
-    from worker.bootstrap import bootstrap
-    from worker.dispatcher import run_dispatcher
-    from worker.metrics import serve_process_metrics
+    from tasks.alerts import publish_delivery
+    from tasks.timers import publish_deadlines
+    from worker.alerts.delivery import relay_step
+    from worker.process.metrics import serve_process_metrics
+    from worker.service.bootstrap import bootstrap
+    from worker.timers.dispatcher import run_dispatcher
 
     runtime = bootstrap()
     serve_process_metrics(runtime.settings)
-    run_dispatcher(runtime)
+    relay = partial(relay_step, runtime.engine, runtime.clock, runtime.settings, publish_delivery)
+    run_dispatcher(runtime, publish_deadlines, each_pass=[relay])
 
 
 @app.command()
 def run() -> None:
     """Migrate the schema, then run ingest, worker and dispatcher together (restarting any
     that dies) until Ctrl-C. With no configuration: SQLite store, embedded broker."""
-    from worker.runner import Supervisor
+    from worker.process.supervisor import Supervisor
 
     db_upgrade("head")
     supervisor = Supervisor()
@@ -230,7 +235,7 @@ def demo(
     if replay_only:
         _replay_table(events)
         return
-    from worker.demo import run_demo
+    from worker.cli.demo import run_demo
 
     if not run_demo(events, out=typer.echo):
         raise typer.Exit(1)
@@ -271,9 +276,9 @@ def ingest(
     ] = False,
 ) -> None:
     """Consume the order queue: one transaction per batch; bad messages go to the DLQ."""
-    from worker.bootstrap import bootstrap
-    from worker.ingest import Ingestor
-    from worker.metrics import serve_process_metrics
+    from worker.ingest.consumer import Ingestor
+    from worker.process.metrics import serve_process_metrics
+    from worker.service.bootstrap import bootstrap
 
     runtime = bootstrap()
     serve_process_metrics(runtime.settings)
@@ -296,7 +301,7 @@ def publish(
     ] = "application/json",
 ) -> None:
     """Publish each line of a JSON-lines file, as is, to the order queue (blank lines skipped)."""
-    from worker.ingest import publish_events
+    from worker.ingest.consumer import publish_events
 
     if str(events) != "-" and not events.is_file():
         raise typer.BadParameter(f"no such file: {events}", param_hint="EVENTS")
@@ -314,8 +319,8 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Show dead letters: id, received_at, field, reason, a body excerpt."""
-    from worker.bootstrap import bootstrap
-    from worker.ingest_service import dead_letter_json, dead_letter_text
+    from worker.ingest.batch import dead_letter_json, dead_letter_text
+    from worker.service.bootstrap import bootstrap
 
     runtime = bootstrap()
     with runtime.uow() as uow:
@@ -336,9 +341,9 @@ def dlq_replay(
     """Re-publish dead letters' original bodies to the order queue and mark them replayed."""
     if bool(ids) == every:
         raise typer.BadParameter("give either --id N (repeatable) or --all")
-    from worker.bootstrap import bootstrap
-    from worker.ingest import connect, republish
-    from worker.ingest_service import replay_dead_letters
+    from worker.ingest.batch import replay_dead_letters
+    from worker.ingest.consumer import connect, republish
+    from worker.service.bootstrap import bootstrap
 
     runtime = bootstrap()
     with connect(runtime.settings) as connection, runtime.uow() as uow:
@@ -360,7 +365,8 @@ def dlq_replay(
 
 def _register_command_groups() -> None:
     """Command groups that live in their own modules, added last so each stays small."""
-    from worker import cli_alerts, cli_api
+    from worker.cli import alerts as cli_alerts
+    from worker.cli import api as cli_api
 
     cli_alerts.register(app)
     cli_api.register(app)

@@ -23,11 +23,11 @@ from config.policy import load_policy
 from config.settings import DEMO_POLICY, Settings
 from models.events import parse_event
 from models.outcomes import iso
-from store.migrate import upgrade
-from store.sql import make_engine
-from store.tables import DeadlineRow, InboxRow, LedgerRow, OutcomeRow, RetractionRow
-from worker.replay import replay_lines
-from worker.runner import Supervisor
+from store.sql.engine import make_engine
+from store.sql.migrate import upgrade
+from store.sql.tables import DeadlineRow, InboxRow, LedgerRow, OutcomeRow, RetractionRow
+from worker.process.supervisor import Supervisor
+from worker.service.replay import replay_lines
 
 HOUR_IN_DEMO = timedelta(seconds=0.5)
 """The demo policy's scale: one hour of the rules passes in half a second."""
@@ -88,7 +88,7 @@ def _time(value: str) -> datetime:
 
 def run_demo(example: Path, out: Any = print) -> bool:
     """Run the demo; returns whether the runtime's outcomes matched replay's."""
-    from worker.ingest import connect, publish_events
+    from worker.ingest.consumer import connect, publish_events
 
     workdir = Path(tempfile.mkdtemp(prefix="slatimer-demo-"))
     env = demo_env(workdir)

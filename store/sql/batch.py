@@ -36,21 +36,20 @@ from models.outcomes import LedgerEntry, Outcome, Recorded
 from models.policy import Announcement
 from models.rules import Clocked
 from store.base import DeadLetter, DeadlineView, DueDeadline, Unisolated
-from store.sql import (
+from store.sql.engine import on_postgresql, one_of
+from store.sql.rows import (
     OPEN_STATES,
     Slot,
-    _recorded,
     alert_values,
     calendar_values,
     dead_letter_values,
     deadline_changes,
     inbox_values,
     ledger_values,
-    on_postgresql,
-    one_of,
     outcome_values,
+    recorded_from_row,
 )
-from store.tables import (
+from store.sql.tables import (
     AlertRow,
     DeadLetterRow,
     DeadlineRow,
@@ -62,7 +61,7 @@ from store.tables import (
 )
 
 if TYPE_CHECKING:
-    from store.sql import SqlUnitOfWork
+    from store.sql.repositories import SqlRepositories
 
 
 def _table(row: type[Any]) -> Table:
@@ -545,7 +544,7 @@ class BatchedUnitOfWork:
 
     def __init__(
         self,
-        sql: SqlUnitOfWork,
+        sql: SqlRepositories,
         order_ids: Sequence[str],
         event_ids: Sequence[str],
         moments: Sequence[datetime] = (),
@@ -781,7 +780,7 @@ def _outcomes_of(session: Session, ids: list[str]) -> dict[str, list[Recorded]]:
     query = select(OutcomeRow).where(wanted).order_by(OutcomeRow.id)
     found: dict[str, list[Recorded]] = {}
     for row in session.scalars(query):
-        found.setdefault(row.order_id, []).append(_recorded(row))
+        found.setdefault(row.order_id, []).append(recorded_from_row(row))
     return found
 
 

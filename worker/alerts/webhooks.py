@@ -22,7 +22,7 @@ import httpx
 import orjson
 from standardwebhooks import Webhook
 
-from store.outbox import Merchant
+from store.sql.outbox import Merchant
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolve = Callable[[str, int], list[IpAddress]]

@@ -17,7 +17,7 @@ from typing import IO
 
 import structlog
 
-from worker.backoff import compute_backoff
+from worker.process.backoff import compute_backoff
 
 log = structlog.get_logger("slatimer.runner")
 ROLES = ("ingest", "worker", "dispatcher")

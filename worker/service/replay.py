@@ -21,7 +21,7 @@ from models.outcomes import Outcome
 from models.policy import Policy
 from store.base import DueDeadline, UnitOfWork
 from store.memory import MemoryUnitOfWork
-from worker.services import fire_deadline, record_event
+from worker.service.handlers import fire_deadline, record_event
 
 BATCH = 1000
 JUST_BEFORE = timedelta(microseconds=1)

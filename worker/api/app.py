@@ -18,9 +18,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
-from worker import api_views as views
-from worker.api_keys import Caller, authenticate
-from worker.metrics_db import StoreCollector
+from worker.api import views
+from worker.api.keys import Caller, authenticate
+from worker.api.store_metrics import StoreCollector
 
 Now = Callable[[], datetime]
 MAX_LIMIT = 10_000

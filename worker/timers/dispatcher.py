@@ -1,5 +1,7 @@
 """`slatimer dispatcher`: the loop that turns due deadline rows into Celery ETA tasks.
 
+The loop is given how to send (`publish`, tasks.timers.publish_deadlines in the runtime) and
+what else to do each pass (the alert relay): it imports neither Celery nor the alerts package.
 Run one or more replicas; claims use SELECT … FOR UPDATE SKIP LOCKED, so two never send the
 same deadline in one pass. Database or broker trouble: back off and try again, never exit.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from types import FrameType
 
@@ -16,13 +19,12 @@ import orjson
 import structlog
 
 from models.policy import Policy
-from store.base import DueDeadline, UnitOfWork
-from store.migrate import server_warnings
-from worker.alerts import relay_step
-from worker.backoff import compute_backoff
-from worker.bootstrap import App
-from worker.services import recalendar
-from worker.timers import TimerPolicy, dispatch_once, encode_refs
+from store.base import UnitOfWork
+from store.sql.migrate import server_warnings
+from worker.process.backoff import compute_backoff
+from worker.service.bootstrap import App
+from worker.service.handlers import recalendar
+from worker.timers.firing import Publish, TimerPolicy, dispatch_once
 
 log = structlog.get_logger("slatimer.dispatcher")
 
@@ -35,12 +37,6 @@ def timer_policy(app: App) -> TimerPolicy:
         redispatch_grace=timedelta(seconds=settings.redispatch_grace),
         group_window=timedelta(seconds=settings.timer_group_window),
     )
-
-
-def celery_publish(deadlines: list[DueDeadline], eta: datetime) -> None:
-    from tasks.timers import fire_deadlines
-
-    fire_deadlines.apply_async(args=[encode_refs(deadlines)], eta=eta)
 
 
 class CalendarWatch:
@@ -93,8 +89,14 @@ def _say_server_warnings(app: App) -> None:
         log.warning("database server", problem=warning)
 
 
-def run_dispatcher(app: App, stop: threading.Event | None = None) -> None:
-    """Dispatch until stopped (SIGTERM/SIGINT or `stop`); a full pass is repeated at once."""
+def run_dispatcher(
+    app: App,
+    publish: Publish,
+    each_pass: Sequence[Callable[[], object]] = (),
+    stop: threading.Event | None = None,
+) -> None:
+    """Dispatch until stopped (SIGTERM/SIGINT or `stop`); a full pass is repeated at once.
+    `each_pass` runs after every pass (the alert relay); each step handles its own errors."""
     stop = stop or _stop_on_signals()
     timers = timer_policy(app)
     calendars = CalendarWatch()
@@ -104,8 +106,9 @@ def run_dispatcher(app: App, stop: threading.Event | None = None) -> None:
     while not stop.is_set():
         try:
             calendars.check_safely(app.policy, app.uow(), app.clock.now())
-            claimed = dispatch_once(app.uow(), app.clock.now(), timers, celery_publish)
-            relay_step(app.engine, app.clock, app.settings)  # alerts: never raises
+            claimed = dispatch_once(app.uow(), app.clock.now(), timers, publish)
+            for step in each_pass:
+                step()
             failures = 0
         except Exception:  # noqa: BLE001 - any outage: log, back off, go on
             failures += 1

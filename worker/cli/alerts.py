@@ -1,4 +1,4 @@
-"""CLI commands for merchants' webhook endpoints and the alert outbox (registered by worker.cli).
+"""CLI commands for merchants' webhook endpoints and the alert outbox (under worker.cli.main).
 
 A secret is printed once, on stdout, when it is made; it is never logged and never listed.
 """
@@ -14,8 +14,8 @@ import orjson
 import typer
 
 from models.outcomes import iso
-from store.outbox import Alert, SqlOutbox, outbox
-from worker.webhooks import Allow, UnsafeUrl, check_url, new_secret, valid_secret
+from store.sql.outbox import Alert, SqlOutbox, outbox
+from worker.alerts.webhooks import Allow, UnsafeUrl, check_url, new_secret, valid_secret
 
 merchants_app = typer.Typer(no_args_is_help=True, help="Merchants' webhook endpoints.")
 alerts_app = typer.Typer(no_args_is_help=True, help="The alert outbox: what was sent, what failed.")
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 
 @contextmanager
 def _outbox() -> Iterator[tuple[SqlOutbox, Callable[[], datetime]]]:
-    from worker.bootstrap import bootstrap
+    from worker.service.bootstrap import bootstrap
 
     runtime = bootstrap()
     try:

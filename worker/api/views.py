@@ -13,7 +13,7 @@ from pydantic import BaseModel, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store.tables import (
+from store.sql.tables import (
     DeadlineRow,
     InboxRow,
     LedgerRow,

@@ -3,11 +3,12 @@
 Producers publish plain JSON events (not Celery messages) to the durable direct exchange
 `settings.order_exchange` with routing key `settings.order_routing_key`, bound to the durable queue
 `settings.order_queue` (docs/ingest.md). The consumer collects a batch, judges it in ONE
-transaction (worker/ingest_service.py) and acknowledges its messages only after the commit. When
+transaction (worker/ingest/batch.py) and acknowledges its messages only after the commit. When
 the database is unreachable the batch is rejected with requeue and the consumer reconnects after a
 backoff; when the broker is lost, it reconnects likewise and the broker redelivers what was unacked.
-On Redis the consumer is slatimer's own (worker/redis_source.py: messages are moved, never popped,
-so a killed consumer loses nothing); on RabbitMQ and the embedded transport it is kombu's.
+On Redis the consumer is slatimer's own (worker/ingest/redis_source.py: messages are moved,
+never popped, so a killed consumer loses nothing); on RabbitMQ and the embedded transport it
+is kombu's.
 
 Bodies are never decoded by kombu: no serializer runs on untrusted input (pickle above all); the
 raw bytes and the declared content type go to the batch logic.
@@ -29,18 +30,18 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from config.settings import Settings
 from store.base import DeadLetter
-from worker import metrics
-from worker.backoff import compute_backoff
-from worker.bootstrap import App
-from worker.ingest_service import (
+from worker.ingest.batch import (
     JSON_TYPE,
     IngestStats,
     RawMessage,
     ingest_batch,
     is_connectivity_error,
 )
-from worker.redis_source import BROKER_ERRORS as REDIS_ERRORS
-from worker.redis_source import redis_source
+from worker.ingest.redis_source import BROKER_ERRORS as REDIS_ERRORS
+from worker.ingest.redis_source import redis_source
+from worker.process import metrics
+from worker.process.backoff import compute_backoff
+from worker.service.bootstrap import App
 
 log = structlog.get_logger("slatimer.ingest")
 
@@ -87,7 +88,7 @@ def connect(settings: Settings, url: str | None = None) -> Connection:
 def transport_options(url: str) -> dict[str, Any]:
     """RabbitMQ: publisher confirms, so a publish returns once the broker has the message.
     Redis needs none (LPUSH returns once it is done; ingest consumes it with its own reliable
-    consumer, worker/redis_source.py). The embedded transport gets none: it hands its options
+    consumer, worker/ingest/redis_source.py). The embedded transport gets none: it hands its options
     to SQLAlchemy's create_engine, which refuses unknown ones (polling_interval)."""
     if url.startswith(("amqp", "pyamqp")):
         return {"confirm_publish": True}
@@ -199,8 +200,9 @@ class Ingestor:
         signal.signal(signal.SIGINT, request_stop)
 
     def _connected(self, once: bool) -> None:
-        """Consume from the broker: Redis through the reliable consumer (worker/redis_source.py),
-        any other broker through kombu. A broker error of either becomes BrokerUnavailable."""
+        """Consume from the broker: Redis through the reliable consumer
+        (worker/ingest/redis_source.py), any other broker through kombu. A broker error of either
+        becomes BrokerUnavailable."""
         url = self.settings.broker_url
         if url.startswith("redis"):
             try:
@@ -264,7 +266,7 @@ class Ingestor:
             raise
         source.ack()
         self.stats.add(result)
-        metrics.batch_ingested(result)
+        metrics.batch_ingested(result.accepted, [letter.field for letter in result.dead_letters])
         self.failures = 0
         for letter in result.dead_letters:
             log.warning(

@@ -1,8 +1,9 @@
 """The alert outbox and merchants' endpoints, in SQL (SQLite and PostgreSQL alike).
 
-The outbox rows are written by the service layer with their outcome (`store.sql.SqlAlerts`);
-this module is the delivery side: claim what is due (per order, in id order), record each
-attempt, park what cannot go out, and the operators' commands (`merchants …`, `alerts …`).
+The outbox rows are written by the service layer with their outcome
+(`store.sql.repositories.SqlAlerts`); this module is the delivery side: claim what is due (per
+order, in id order), record each attempt, park what cannot go out, and the operators' commands
+(`merchants …`, `alerts …`).
 
 An alert in flight stays `pending` with `next_attempt_at` pushed out by a lease: the partial
 index on pending alerts serves the claim query alone, and a task that is lost simply lets the
@@ -20,8 +21,8 @@ from typing import Any
 from sqlalchemy import Engine, Select, and_, exists, select, text, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from store.sql import on_postgresql
-from store.tables import AlertRow, MerchantRow
+from store.sql.engine import on_postgresql
+from store.sql.tables import AlertRow, MerchantRow
 
 PARKED = ("failed", "disabled")
 INDEX_ORDERED_PLAN = ("enable_sort", "enable_hashjoin", "enable_mergejoin")

@@ -1,4 +1,4 @@
-"""CLI commands for the read API and monitoring (registered by worker.cli)."""
+"""CLI commands for the read API and monitoring (registered by worker.cli.main)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def api(
     """Serve the read API (OpenAPI at /openapi.json) and the store's /metrics."""
     import uvicorn
 
-    from store.sql import make_engine
-    from worker.api import create_app
+    from store.sql.engine import make_engine
+    from worker.api.app import create_app
 
     settings = Settings()
     engine = make_engine(settings.database_url)
@@ -49,8 +49,8 @@ def api(
 def issue(merchant_id: Annotated[str, typer.Argument(help="The merchant's id.")]) -> None:
     """Issue a new key for MERCHANT_ID (creating the merchant if absent; an old key stops
     working). The key is printed once: only its hash is stored."""
-    from store.sql import make_engine, session_factory
-    from worker.api_keys import issue_key
+    from store.sql.engine import make_engine, session_factory
+    from worker.api.keys import issue_key
 
     engine = make_engine(Settings().database_url)
     try:
