@@ -352,6 +352,24 @@ _CASE_STREAMS: dict[str, tuple[str, str]] = {
     for model in EVENT_MODELS
     if issubclass(model, _CaseEvent)
 }
+CASE_EVENT_TYPES: frozenset[str] = frozenset(_CASE_STREAMS)
+"""Events of a case stream (IPR, customer service): keyed by the case, not by an order."""
+PLATFORM_WIDE_TYPES: frozenset[str] = frozenset(
+    get_args(model.model_fields["type"].annotation)[0]
+    for model in EVENT_MODELS
+    if model.model_fields["order_id"].default == "*"
+)
+"""Events that concern every stream (announcements, closures): their `order_id` is "*"."""
+
+
+def stream_key(document: dict[str, Any]) -> Any:
+    """The stream a decoded event belongs to, as parsing keys it: its `order_id`, or for a case
+    event that leaves it out, the key its case id gives. Not validated: a bad document may give
+    anything, and then does not parse."""
+    kind = document.get("type")
+    if isinstance(kind, str):
+        document = _with_stream_key(kind, document)
+    return document.get("order_id")
 
 
 def parse_event(raw: bytes | str) -> Event:

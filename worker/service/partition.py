@@ -1,0 +1,220 @@
+"""Split an event log by merchant for `slatimer replay --jobs N`, and merge the parts back.
+
+A merchant's orders share its standing (repeat windows, points thresholds, the catch-up of its
+overdue clocks), so every order's events go to its merchant's part; events naming only an
+order go where that order's `order.created` went. Case streams (IPR complaints, inquiries)
+stand alone and go by their own key; platform-wide events (announcements, closures) go to
+every part. Keys go to parts by size, the largest first to the part with the fewest lines so
+far (ties by key): deterministic, and balanced where a hash is not (four merchants hashed over
+two parts put three in one).
+
+What stays global is the clock. One replay moves it to each event's time (never back) and,
+before each event, fires every clock due before it, across all merchants. So each part also
+gets a tick for the others' events: the clock moves, the part's own due clocks fire, exactly
+when one replay would fire them. (A tick no later than one already given since the part's own
+last line changes nothing, and is left out.) Only lines that parse move the clock; the split
+guesses which do from the decoded JSON, the parts report what really parsed, and a wrong
+guess makes the replay run again with the truth.
+
+Why the merge order is what it is: one replay prints its outcomes sorted by `at`, and
+outcomes of the same `at` in the order they were made. They are made step by step through the
+log: before line n the due clocks fire, in due order (`DueDeadline.rank`: time, order, rule,
+subject); then line n is handled, and a platform-wide one re-judges its streams in order of
+stream key. Each part tags its outcomes with that step, `(n, 0, rank, k)` for a clock fired
+before line n and `(n, 1, stream, k)` for line n itself, `k` counting the part's outcomes.
+A clock, an order and a stream belong to one part, so sorting every part's outcomes by tag
+gives the order one replay makes them in, and sorting that (stably) by `at` what it prints.
+(This holds as long as firing a clock never makes another clock due before the batch in
+hand is done, as with the rules today: one replay fires clocks in batches of the store's
+`due` query, and a part's batches hold other clocks.)
+
+Some logs cannot be split exactly; `scan` returns None for them and the replay runs in one
+process: an `event_id` used on lines of different parts (one replay's inbox would refuse the
+second), or one order created for two merchants.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from operator import itemgetter
+from typing import Any
+
+import orjson
+
+from models.events import (
+    CASE_EVENT_TYPES,
+    EARLIEST,
+    EVENT_TYPES,
+    LATEST,
+    MAX_EVENT_BYTES,
+    PLATFORM_WIDE_TYPES,
+    stream_key,
+)
+from models.outcomes import Outcome
+
+EVERY = -1
+"""The part of a platform-wide line: all of them."""
+
+Tag = tuple[int, int, Any, int]
+"""(line number, 0 for clocks fired before it or 1 for the line, clock rank or stream, count)."""
+Item = tuple[int, bytes | datetime]
+"""A part's work: (number, line) to handle, or (number, time) to move the clock to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    number: int
+    raw: bytes
+    part: int
+    """Its part, or EVERY."""
+    at: datetime | None
+    """The time one replay's clock moves to for it; None if it does not parse."""
+
+
+@dataclass
+class Part:
+    """What replaying one part gives back."""
+
+    outcomes: list[tuple[Tag, Outcome]] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+    events: int = 0
+    """Own lines handled, not counting platform-wide ones (every part handles those)."""
+    platform_events: int = 0
+    parsed: dict[int, datetime | None] = field(default_factory=dict)
+    """Each line it parsed: the event's time, None if it did not parse."""
+
+
+def numbered_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str | bytes]]:
+    """Non-blank lines with their 1-based line numbers, for `line N: reason` errors."""
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            yield number, line
+
+
+def balanced(sizes: Mapping[str, int], parts: int) -> dict[str, int]:
+    """A part for each key (merchant or stream), given its number of lines: the largest first,
+    each to the part with the fewest lines so far, ties by key, then by lowest part."""
+    loads = [0] * parts
+    place: dict[str, int] = {}
+    for key, size in sorted(sizes.items(), key=lambda item: (-item[1], item[0])):
+        part = min(range(parts), key=loads.__getitem__)
+        place[key] = part
+        loads[part] += size
+    return place
+
+
+def scan(lines: Iterable[str | bytes], parts: int) -> list[Line] | None:
+    """Each non-blank line with its part and its expected time; None if the log cannot be
+    split exactly."""
+    decoded = [(number, _raw(line)) for number, line in numbered_lines(lines)]
+    documents = [_document(raw) for _, raw in decoded]
+    merchants = _merchants(documents)
+    if merchants is None:
+        return None
+    keys = [_key(document, merchants) for document in documents]
+    place = balanced(Counter(key for key in keys if isinstance(key, str)), parts)
+    scanned: list[Line] = []
+    first_part: dict[str, int] = {}
+    for (number, raw), document, key in zip(decoded, documents, keys, strict=True):
+        part = place[key] if isinstance(key, str) else EVERY if key else number % parts
+        event_id = document.get("event_id") if key is not None else None
+        if isinstance(event_id, str) and first_part.setdefault(event_id, part) != part:
+            return None
+        scanned.append(Line(number, raw, part, _moment(document)))
+    return scanned
+
+
+def _raw(line: str | bytes) -> bytes:
+    return line.encode("utf-8", errors="surrogatepass") if isinstance(line, str) else line
+
+
+def _document(raw: bytes) -> dict[str, Any]:
+    """The decoded line, {} for one that does not decode to an object (it will not parse)."""
+    if len(raw) > MAX_EVENT_BYTES:
+        return {}
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _merchants(documents: list[dict[str, Any]]) -> dict[str, str] | None:
+    """The merchant each order was created for; None if one order names two."""
+    merchants: dict[str, str] = {}
+    for document in documents:
+        order, merchant = document.get("order_id"), document.get("merchant_id")
+        if document.get("type") != "order.created" or not isinstance(order, str):
+            continue
+        if isinstance(merchant, str) and merchants.setdefault(order, merchant) != merchant:
+            return None
+    return merchants
+
+
+def _key(document: dict[str, Any], merchants: dict[str, str]) -> str | bool | None:
+    """What places the line: a merchant or a stream key, True for every part, None for a
+    line that cannot be an event (placed by its number)."""
+    kind = document.get("type")
+    if kind in PLATFORM_WIDE_TYPES:
+        return True
+    if kind not in EVENT_TYPES:
+        return None
+    stream = stream_key(document)
+    if not isinstance(stream, str):
+        return None
+    if kind in CASE_EVENT_TYPES:
+        return stream
+    return merchants.get(stream, stream)
+
+
+def _moment(document: dict[str, Any]) -> datetime | None:
+    """`occurred_at` as parsing would read it, if the line looks like an event."""
+    value = document.get("occurred_at")
+    if document.get("type") not in EVENT_TYPES or not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None or not EARLIEST <= moment < LATEST:
+        return None
+    return moment.astimezone(UTC)
+
+
+def split(lines: list[Line], parts: int) -> list[list[Item]]:
+    """Each part's work in log order: its own lines (and the platform-wide ones), and a tick
+    for each other line that moves the clock past the ticks since the part's last line."""
+    work: list[list[Item]] = [[] for _ in range(parts)]
+    latest: list[datetime | None] = [None] * parts
+    for line in lines:
+        for part, last in enumerate(latest):
+            if line.part in (part, EVERY):
+                work[part].append((line.number, line.raw))
+                latest[part] = None
+            elif line.at is not None and (last is None or line.at > last):
+                work[part].append((line.number, line.at))
+                latest[part] = line.at
+    return work
+
+
+def corrected(lines: list[Line], parts: list[Part]) -> list[Line] | None:
+    """The lines with the times the parts really parsed, if any was guessed wrong."""
+    parsed: dict[int, datetime | None] = {}
+    for part in parts:
+        parsed.update(part.parsed)
+    fixed = [replace(line, at=parsed[line.number]) for line in lines]
+    return None if fixed == lines else fixed
+
+
+def merge(parts: list[Part]) -> tuple[list[Outcome], list[str], int]:
+    """Every part's outcomes in the order one replay makes them, its error lines in line
+    order (a platform-wide line's once), and the number of events handled."""
+    tagged = sorted((item for part in parts for item in part.outcomes), key=itemgetter(0))
+    errors: dict[int, str] = {}
+    for part in parts:
+        errors.update(part.errors)
+    events = sum(part.events for part in parts) + max(part.platform_events for part in parts)
+    return [outcome for _, outcome in tagged], [errors[n] for n in sorted(errors)], events
