@@ -28,16 +28,16 @@ gives the order one replay makes them in, and sorting that (stably) by `at` what
 hand is done, as with the rules today: one replay fires clocks in batches of the store's
 `due` query, and a part's batches hold other clocks.)
 
-Some logs cannot be split exactly; `scan` returns None for them and the replay runs in one
-process: an `event_id` used on lines of different parts (one replay's inbox would refuse the
-second), or one order created for two merchants.
+A log that uses one `event_id` on lines of different parts cannot be split exactly (one
+replay's inbox refuses the second use, the parts' separate inboxes would not): `scan` returns
+None for it and the replay runs in one process.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
@@ -106,25 +106,42 @@ def balanced(sizes: Mapping[str, int], parts: int) -> dict[str, int]:
     return place
 
 
-def scan(lines: Iterable[str | bytes], parts: int) -> list[Line] | None:
-    """Each non-blank line with its part and its expected time; None if the log cannot be
-    split exactly."""
+def scan(
+    lines: Iterable[str | bytes], parts: int, parsed: Mapping[int, datetime | None] | None = None
+) -> list[Line] | None:
+    """Each non-blank line with its part and its time; None if the log cannot be split
+    exactly. The times are guessed from the decoded lines, or taken from `parsed` (line number
+    to the event's time, None where it did not parse) once the parts have parsed them."""
     decoded = [(number, _raw(line)) for number, line in numbered_lines(lines)]
     documents = [_document(raw) for _, raw in decoded]
-    merchants = _merchants(documents)
-    if merchants is None:
-        return None
+    moments = [
+        _moment(document) if parsed is None else parsed[number]
+        for (number, _), document in zip(decoded, documents, strict=True)
+    ]
+    merchants = _merchants(documents, moments)
     keys = [_key(document, merchants) for document in documents]
     place = balanced(Counter(key for key in keys if isinstance(key, str)), parts)
     scanned: list[Line] = []
-    first_part: dict[str, int] = {}
-    for (number, raw), document, key in zip(decoded, documents, keys, strict=True):
+    first: dict[str, tuple[int, bytes]] = {}
+    for (number, raw), document, key, moment in zip(decoded, documents, keys, moments, strict=True):
         part = place[key] if isinstance(key, str) else EVERY if key else number % parts
-        event_id = document.get("event_id") if key is not None else None
-        if isinstance(event_id, str) and first_part.setdefault(event_id, part) != part:
+        if key is not None and _reused(document, part, raw, first):
             return None
-        scanned.append(Line(number, raw, part, _moment(document)))
+        scanned.append(Line(number, raw, part, moment))
     return scanned
+
+
+def _reused(
+    document: dict[str, Any], part: int, raw: bytes, first: dict[str, tuple[int, bytes]]
+) -> bool:
+    """Whether the line reuses an `event_id` where the parts' inboxes would not refuse it as
+    one replay's does: on a line of another part, or of an `order.created` with another body
+    (refused, it creates nothing, which `_merchants` does not foresee)."""
+    event_id = document.get("event_id")
+    if not isinstance(event_id, str):
+        return False
+    seen_part, seen_raw = first.setdefault(event_id, (part, raw))
+    return seen_part != part or (seen_raw != raw and document.get("type") == "order.created")
 
 
 def _raw(line: str | bytes) -> bytes:
@@ -142,16 +159,34 @@ def _document(raw: bytes) -> dict[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
-def _merchants(documents: list[dict[str, Any]]) -> dict[str, str] | None:
-    """The merchant each order was created for; None if one order names two."""
-    merchants: dict[str, str] = {}
-    for document in documents:
-        order, merchant = document.get("order_id"), document.get("merchant_id")
-        if document.get("type") != "order.created" or not isinstance(order, str):
+def _merchants(documents: list[dict[str, Any]], moments: list[datetime | None]) -> dict[str, str]:
+    """For each order, the key that places it: its merchant's name. An order created twice
+    belongs to the earliest creation (by time, then event id), and a late line can be earlier:
+    then its merchant changes, so merchants that an order passes between are placed together,
+    under the first of their names."""
+    held: dict[str, tuple[datetime, str, str]] = {}
+    parent: dict[str, str] = {}
+
+    def root(merchant: str) -> str:
+        while parent[merchant] != merchant:
+            merchant = parent[merchant] = parent[parent[merchant]]
+        return merchant
+
+    for document, moment in zip(documents, moments, strict=True):
+        fields = [document.get(name) for name in ("order_id", "event_id", "merchant_id")]
+        if document.get("type") != "order.created" or moment is None:
             continue
-        if isinstance(merchant, str) and merchants.setdefault(order, merchant) != merchant:
-            return None
-    return merchants
+        order, event_id, merchant = fields
+        if not (isinstance(order, str) and isinstance(event_id, str) and isinstance(merchant, str)):
+            continue
+        parent.setdefault(merchant, merchant)
+        creation = held.get(order)
+        if creation is None or (moment, event_id) < creation[:2]:
+            if creation is not None:
+                one, other = root(creation[2]), root(merchant)
+                parent[max(one, other)] = min(one, other)
+            held[order] = (moment, event_id, merchant)
+    return {order: root(merchant) for order, (_, _, merchant) in held.items()}
 
 
 def _key(document: dict[str, Any], merchants: dict[str, str]) -> str | bool | None:
@@ -200,13 +235,12 @@ def split(lines: list[Line], parts: int) -> list[list[Item]]:
     return work
 
 
-def corrected(lines: list[Line], parts: list[Part]) -> list[Line] | None:
-    """The lines with the times the parts really parsed, if any was guessed wrong."""
+def misguessed(lines: list[Line], parts: list[Part]) -> dict[int, datetime | None] | None:
+    """The times the parts really parsed (for `scan` again), if any line's was guessed wrong."""
     parsed: dict[int, datetime | None] = {}
     for part in parts:
         parsed.update(part.parsed)
-    fixed = [replace(line, at=parsed[line.number]) for line in lines]
-    return None if fixed == lines else fixed
+    return parsed if any(parsed[line.number] != line.at for line in lines) else None
 
 
 def merge(parts: list[Part]) -> tuple[list[Outcome], list[str], int]:

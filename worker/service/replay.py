@@ -39,8 +39,8 @@ from worker.service.partition import (
     Item,
     Line,
     Part,
-    corrected,
     merge,
+    misguessed,
     numbered_lines,
     scan,
     split,
@@ -204,9 +204,12 @@ def replay_jobs(
         return replay_lines(lines, policy, until)
     with no_full_collections():
         parts = _replay_parts(scanned, jobs, policy, until)
-        fixed = corrected(scanned, parts)
-        if fixed is not None:  # a line parsed otherwise than the split guessed: now it knows
-            parts = _replay_parts(fixed, jobs, policy, until)
+        parsed = misguessed(scanned, parts)
+        if parsed is not None:  # a line parsed otherwise than the split guessed: now it knows
+            scanned = scan(lines, jobs, parsed)
+            if scanned is None:
+                return replay_lines(lines, policy, until)
+            parts = _replay_parts(scanned, jobs, policy, until)
         outcomes, errors, events = merge(parts)
     return ReplayResult(outcomes, errors, events)
 
