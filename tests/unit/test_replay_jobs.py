@@ -286,3 +286,13 @@ def test_a_later_creation_of_an_order_does_not_tie_its_merchants() -> None:
     first, second, third = scanned
     assert first.part != second.part
     assert third.part == first.part  # o1's line goes where o1 is
+
+
+def test_parts_beyond_the_merchants_are_left_out() -> None:
+    # Two merchants over four parts: two parts would only tick their clocks and make nothing
+    lines = [_created("e1", "o1", "m-a", 5), _created("e2", "o2", "m-b", 5)]
+    scanned = scan(lines, 4)
+    assert scanned is not None
+    assert [
+        [number for number, item in items if isinstance(item, bytes)] for items in split(scanned, 4)
+    ] == [[1], [2]]

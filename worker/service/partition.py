@@ -221,7 +221,9 @@ def _moment(document: dict[str, Any]) -> datetime | None:
 
 def split(lines: list[Line], parts: int) -> list[list[Item]]:
     """Each part's work in log order: its own lines (and the platform-wide ones), and a tick
-    for each other line that moves the clock past the ticks since the part's last line."""
+    for each other line that moves the clock past the ticks since the part's last line. A part
+    that owns no line but platform-wide ones (more parts than merchants) would make no outcome
+    and is left out."""
     work: list[list[Item]] = [[] for _ in range(parts)]
     latest: list[datetime | None] = [None] * parts
     for line in lines:
@@ -232,7 +234,8 @@ def split(lines: list[Line], parts: int) -> list[list[Item]]:
             elif line.at is not None and (last is None or line.at > last):
                 work[part].append((line.number, line.at))
                 latest[part] = line.at
-    return work
+    owners = {line.part for line in lines}
+    return [items for part, items in enumerate(work) if part == 0 or part in owners]
 
 
 def misguessed(lines: list[Line], parts: list[Part]) -> dict[int, datetime | None] | None:

@@ -219,7 +219,7 @@ def _replay_parts(
 ) -> list[Part]:
     """Part 0 replays here while forked processes replay the others."""
     work = split(lines, jobs)
-    with ProcessPoolExecutor(jobs - 1, mp_context=get_context("fork")) as pool:
+    with ProcessPoolExecutor(max(1, len(work) - 1), mp_context=get_context("fork")) as pool:
         others = [pool.submit(replay_part, part, policy, until, True) for part in work[1:]]
         first = replay_part(work[0], policy, until)
         return [first, *(future.result() for future in others)]
