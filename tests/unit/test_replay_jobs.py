@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 from config.policy import load_policy
 from config.settings import DEFAULT_POLICY
 from worker.cli.main import app
+from worker.process.logs import configure_logging
 from worker.service import replay
 from worker.service.partition import EVERY, balanced, scan, split
 from worker.service.replay import ReplayResult, replay_jobs, replay_lines
@@ -296,3 +298,27 @@ def test_parts_beyond_the_merchants_are_left_out() -> None:
     assert [
         [number for number, item in items if isinstance(item, bytes)] for items in split(scanned, 4)
     ] == [[1], [2]]
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_platform_wide_warning_is_logged_by_one_part(
+    quiet: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every part handles a closure; only part 0 (not quiet) says it names an unknown calendar
+    closure = {
+        "event_id": "clo-1",
+        "type": "calendar.closure_declared",
+        "occurred_at": "2026-11-11T12:00:00Z",
+        "closure_id": "typhoon",
+        "starts_at": "2026-11-11T12:00:00Z",
+        "ends_at": "2026-11-11T20:00:00Z",
+        "calendars": ["no-such-calendar"],
+    }
+    saved = structlog.get_config()
+    configure_logging("WARNING")
+    try:
+        replay.replay_part([(1, orjson.dumps(closure))], POLICY, quiet=quiet)
+    finally:
+        structlog.configure(**saved)
+    said = capsys.readouterr().err.count("closure names unknown calendars")
+    assert said == (0 if quiet else 1)

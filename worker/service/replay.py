@@ -132,6 +132,17 @@ def replay_lines(
 
 
 @contextmanager
+def _errors_only(quiet: bool) -> Iterator[None]:
+    saved = structlog.get_config()
+    if quiet:
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
+@contextmanager
 def no_full_collections() -> Iterator[None]:
     """Replay keeps every state, deadline and outcome alive to the end, so each full (oldest
     generation) garbage collection walks a heap that only grows (15% of a 100k-event replay's
@@ -231,10 +242,8 @@ def replay_part(
     """Replay one part's lines, moving the clock for the other parts' lines, and tag each
     outcome with the step that made it. `quiet` drops warnings: a platform-wide event's
     (every part handles it) is logged by part 0 alone."""
-    if quiet:
-        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     replayer = _PartReplayer(policy)
-    with no_full_collections():
+    with no_full_collections(), _errors_only(quiet):
         for number, item in work:
             replayer.number = number
             if isinstance(item, datetime):
