@@ -2,19 +2,20 @@
 
 A merchant's orders share its standing (repeat windows, points thresholds, the catch-up of its
 overdue clocks), so every order's events go to its merchant's part; events naming only an
-order go where that order's `order.created` went. Case streams (IPR complaints, inquiries)
-stand alone and go by their own key; platform-wide events (announcements, closures) go to
-every part. Keys go to parts by size, the largest first to the part with the fewest lines so
-far (ties by key): deterministic, and balanced where a hash is not (four merchants hashed over
-two parts put three in one).
+order go where that order's `order.created` went (an order created again, earlier but told
+later, passes to that creation's merchant: the two merchants then share a part). Case
+streams (IPR complaints, inquiries) stand alone and go by their own key; platform-wide events
+(announcements, closures) go to every part. Keys go to parts by size, the largest first to
+the part with the fewest lines so far (ties by key): deterministic, and balanced where a hash
+is not (four merchants hashed over two parts put three in one).
 
 What stays global is the clock. One replay moves it to each event's time (never back) and,
 before each event, fires every clock due before it, across all merchants. So each part also
 gets a tick for the others' events: the clock moves, the part's own due clocks fire, exactly
 when one replay would fire them. (A tick no later than one already given since the part's own
-last line changes nothing, and is left out.) Only lines that parse move the clock; the split
-guesses which do from the decoded JSON, the parts report what really parsed, and a wrong
-guess makes the replay run again with the truth.
+last line changes nothing, and is left out.) Only lines that parse move the clock and create
+orders; the split guesses which do from the decoded JSON, the parts report what really parsed,
+and a wrong guess makes the replay split and run again with the truth.
 
 Why the merge order is what it is: one replay prints its outcomes sorted by `at`, and
 outcomes of the same `at` in the order they were made. They are made step by step through the
