@@ -43,7 +43,7 @@ def _setup() -> None:
     configure_logging(settings.log_level, settings.log_json)
 
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "day-of-orders.jsonl"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "day-of-orders.jsonl"
 
 
 def _aware(value: str) -> datetime:
@@ -235,21 +235,38 @@ def demo(
     replay_only: Annotated[
         bool, typer.Option("--replay-only", help="Just replay the log (seconds, no processes).")
     ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the demo's database and logs in this folder (default: a new "
+            "temporary one); it must not hold an earlier demo's."
+        ),
+    ] = None,
 ) -> None:
     """Run the real runtime on embedded defaults and stream a sales day through it (~2 min)."""
     configure_logging("WARNING")
     if replay_only:
         _replay_table(events)
         return
-    from worker.cli.demo import run_demo
+    from worker.cli.demo import database_url, run_demo
 
-    if not run_demo(events, out=typer.echo):
+    if data_dir is not None and (data_dir / "slatimer.db").exists():
+        raise typer.BadParameter(
+            f"{data_dir} already holds a demo's data ({database_url(data_dir)})",
+            param_hint="--data-dir",
+        )
+    if not run_demo(events, out=typer.echo, data_dir=data_dir):
         raise typer.Exit(1)
 
 
 def _replay_table(events: Path) -> None:
-    with events.open("rb") as stream:
-        result = replay_lines(stream, load_policy(DEFAULT_POLICY))
+    """The demo's stream (the same cut of the log) replayed on the real scale, where the demo
+    policy is the default one with 3.3's trace checks left out."""
+    from worker.cli.demo import demo_stream, stream_end
+
+    lines = demo_stream(events.read_bytes().splitlines())
+    rules = load_policy(DEFAULT_POLICY).model_copy(update={"trace_checks": False})
+    result = replay_lines(lines, rules, until=stream_end(lines))
     for outcome in result.in_order():
         row = outcome.as_json()
         points = "" if row["points"] is None else f"{row['points']:+d} pts"
