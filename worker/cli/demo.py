@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.exc import OperationalError
 
 from config.policy import load_policy
 from config.settings import DEMO_POLICY, Settings
@@ -127,24 +128,24 @@ def run_demo(example: Path, out: Any = print, data_dir: Path | None = None) -> b
     engine = make_engine(settings.database_url)
     upgrade(engine)
     lines = example.read_bytes().splitlines()
-    sends = arrival_order(lines, compress(lines, datetime.now(UTC) + LEAD_IN))
-    bodies = [body for _at, body in sends]
-    end = sends[-1][0] + HOUR_IN_DEMO
-    receiver = Receiver(_merchants(bodies), out)
+    receiver = Receiver(_merchants(demo_stream(lines)), out)
     _register_endpoints(engine, receiver)
     log_path = workdir / "runtime.log"
     out(f"slatimer demo: ingest + Celery worker + dispatcher on embedded defaults in {workdir}")
-    out(f"  (their logs: {log_path}); streaming {len(sends)} events of a sales day and its week")
-    out("  one hour of the rules = 0.5 s: 24 h review = 12 s, 48 h contact = 24 s, 120 h = 60 s")
-    out(
-        f"  alerts go, signed, to the demo's own webhook receiver at {receiver.url('<merchant>')}\n"
-    )
+    out(f"  (their logs: {log_path}); waiting for them to start")
     log_file = log_path.open("ab")
     supervisor = Supervisor(env={**_inherited_env(), **env}, output=log_file)
     runner = threading.Thread(target=supervisor.run, daemon=True)
     receiver.start()
     runner.start()
     try:
+        _wait_until_consuming(settings, (settings.order_queue, settings.alert_queue))
+        sends = arrival_order(lines, compress(lines, datetime.now(UTC) + LEAD_IN))
+        bodies = [body for _at, body in sends]
+        end = sends[-1][0] + HOUR_IN_DEMO
+        out(f"  streaming {len(sends)} events of a sales day and its week; one hour of the rules")
+        out("  = 0.5 s: 24 h review = 12 s, 48 h contact = 24 s, 120 h = 60 s; alerts go, signed,")
+        out(f"  to the demo's own webhook receiver at {receiver.url('<merchant>')}\n")
         watcher = threading.Thread(target=_watch, args=(engine, end, out), daemon=True)
         watcher.start()
         with connect(settings, settings.broker_url) as connection:
@@ -172,6 +173,32 @@ def _workdir(data_dir: Path | None) -> Path:
         return Path(tempfile.mkdtemp(prefix="slatimer-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     return data_dir.resolve()
+
+
+def _wait_until_consuming(
+    settings: Settings, queues: tuple[str, ...], patience: float = 120
+) -> None:
+    """Until ingest and the Celery worker have declared their queues on the embedded broker:
+    they are up. The schedule starts only then, so a slow start (a busy machine) does not
+    make events arrive after the clocks they stop."""
+    broker = create_engine(settings.broker_url.removeprefix("sqla+"))
+    give_up = time.monotonic() + patience
+    try:
+        while time.monotonic() < give_up:
+            if set(queues) <= _declared(broker):
+                return
+            time.sleep(0.5)
+    finally:
+        broker.dispose()
+    raise TimeoutError(f"the runtime did not start within {patience:.0f} s")
+
+
+def _declared(broker: Engine) -> set[str]:
+    try:
+        with broker.connect() as connection:
+            return set(connection.execute(text("SELECT name FROM kombu_queue")).scalars())
+    except OperationalError:  # no table yet: nothing has declared a queue
+        return set()
 
 
 def _merchants(bodies: list[bytes]) -> list[str]:
