@@ -107,3 +107,12 @@ def test_only_the_demos_environment_lets_alerts_go_to_the_loopback_receiver(
             check_url(url, Allow.parse(""))
     finally:
         receiver.stop()
+
+
+def test_a_missing_event_log_leaves_no_demo_folder_behind(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    missing = tmp_path / "no-such.jsonl"
+    result = CliRunner().invoke(app, ["demo", "--events", str(missing), "--data-dir", str(data)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"slatimer: cannot read {missing}: No such file")
+    assert not data.exists()

@@ -120,6 +120,7 @@ def run_demo(example: Path, out: Any = print, data_dir: Path | None = None) -> b
     `data_dir` (default: a new temporary folder) for the user to explore afterwards."""
     from worker.ingest.consumer import connect, publish_events
 
+    lines = example.read_bytes().splitlines()  # before anything is made: the path may be wrong
     workdir = _workdir(data_dir)
     env = demo_env(workdir)
     settings = Settings.model_validate(
@@ -127,7 +128,6 @@ def run_demo(example: Path, out: Any = print, data_dir: Path | None = None) -> b
     )
     engine = make_engine(settings.database_url)
     upgrade(engine)
-    lines = example.read_bytes().splitlines()
     receiver = Receiver(_merchants(demo_stream(lines)), out)
     _register_endpoints(engine, receiver)
     log_path = workdir / "runtime.log"
