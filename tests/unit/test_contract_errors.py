@@ -7,6 +7,7 @@ may not change."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -88,6 +89,9 @@ REFUSALS: list[tuple[bytes, str, str, str]] = [
     (created(event_id="e" * 129), "event_id",
      "String should have at most 128 characters", "at most 128 characters"),
     (created(order_id="ordé"), "order_id", f"String should match pattern {ID}", f"pattern {ID}"),
+    (created(event_id="e-1\n"), "event_id", f"String should match pattern {ID}", f"pattern {ID}"),
+    (created(merchant_id="m\x7f"), "merchant_id",
+     f"String should match pattern {ID}", f"pattern {ID}"),
     (created(order_id="cs:Q1"), "order_id",
      "the prefixes 'ipr:' and 'cs:' are reserved for cases", "reserved for cases"),
     # items, nested: the path names the item and its field
@@ -121,6 +125,10 @@ REFUSALS: list[tuple[bytes, str, str, str]] = [
      "String should match pattern '^[A-Z]{2}$'", "pattern '^[A-Z]{2}$'"),
     (created(ship_to={"country": "hk", "postcode": "1"}), "ship_to.country",
      "String should match pattern '^[A-Z]{2}$'", "pattern '^[A-Z]{2}$'"),
+    (created(ship_to={"country": "HK\n", "postcode": "1"}), "ship_to.country",
+     "String should match pattern '^[A-Z]{2}$'", "pattern '^[A-Z]{2}$'"),
+    (created(ship_to={"country": "ÅÄ", "postcode": "1"}), "ship_to.country",
+     "String should match pattern '^[A-Z]{2}$'", "pattern '^[A-Z]{2}$'"),
     (created(ship_to={"country": "HK", "postcode": "1" * 17}), "ship_to.postcode",
      "String should have at most 16 characters", "at most 16 characters"),
     (created(ship_to={"country": "HK"}), "ship_to.postcode", "Field required", "required"),
@@ -148,6 +156,11 @@ REFUSALS: list[tuple[bytes, str, str, str]] = [
     (event("order.consumer_contacted", **{**CONTACT, "outcome": "consumer_agreed_cancel"},
            new_ship_by=LATER), "new_ship_by",
      "only allowed when outcome is 'restock'", "only allowed when outcome is 'restock'"),
+    (event("order.consumer_contacted", **CONTACT, new_ship_by="2100-01-01T08:00:00+08:00"),
+     "new_ship_by", "must be between 2000-01-01 and 2100-01-01",
+     "must be between 2000-01-01 and 2100-01-01"),
+    (event("order.consumer_contacted", **CONTACT, new_ship_by="2026-03-05T09:00:00"),
+     "new_ship_by", "Input should have timezone info", "timezone"),
     (event("order.consumer_contacted", **{**CONTACT, "outcome": "later"}), "outcome",
      "Input should be 'restock' or 'consumer_agreed_cancel'",
      "'restock' or 'consumer_agreed_cancel'"),
@@ -188,6 +201,9 @@ REFUSALS: list[tuple[bytes, str, str, str]] = [
      "ends_at", "must be after starts_at", "must be after starts_at"),
     (event("calendar.closure_declared", **{**CLOSURE, "ends_at": "2026-06-02T09:00:00Z"}),
      "ends_at", "a closure lasts at most 90 days", "a closure lasts at most 90 days"),
+    (event("calendar.closure_declared", **{**CLOSURE, "ends_at": "2100-01-02T00:00:00Z"}),
+     "ends_at", "must be between 2000-01-01 and 2100-01-01",
+     "must be between 2000-01-01 and 2100-01-01"),
     (event("calendar.closure_declared", **CLOSURE, calendars=["ok", ""]), "calendars.1",
      "String should have at least 1 character", "at least 1 character"),
     (event("calendar.closure_declared", **CLOSURE, calendars=["c"] * 51), "calendars",
@@ -214,3 +230,29 @@ def test_a_refusal_names_the_field_and_keeps_the_reasons_meaning(
         parse_event(raw)
     assert caught.value.field == field, f"was: {field}: {pydantic_reason}"
     assert meaning in caught.value.reason, f"was: {pydantic_reason!r}"
+
+
+def test_every_timestamp_is_stored_in_utc() -> None:
+    contact = parse_event(
+        event(
+            "order.consumer_contacted",
+            **CONTACT,
+            new_ship_by="2026-03-05T17:00:00+08:00",
+        )
+    )
+    window = parse_event(
+        event(
+            "announcement.published",
+            announcement_id="a",
+            applies_from="2026-03-02T17:00:00+08:00",
+            applies_until="2026-03-03T08:00:00-01:00",
+            ship_within_hours=48,
+        )
+    )
+    stamps = [contact.occurred_at, contact.new_ship_by, window.applies_from, window.applies_until]
+    assert [stamp.utcoffset() for stamp in stamps if stamp] == [timedelta(0)] * 4
+    assert [stamp.isoformat() for stamp in stamps if stamp][1:] == [
+        "2026-03-05T09:00:00+00:00",
+        "2026-03-02T09:00:00+00:00",
+        "2026-03-03T09:00:00+00:00",
+    ]
