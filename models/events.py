@@ -374,10 +374,34 @@ def parse_event(raw: bytes | str) -> Event:
         raw = raw.encode("utf-8", errors="surrogatepass")
     if len(raw) > MAX_EVENT_BYTES:
         raise ContractError("(message)", f"larger than {MAX_EVENT_BYTES} bytes")
+    if _SUB_MICROSECOND.search(raw) is not None:
+        raw = _truncated(raw)
     try:
         return _DECODER.decode(raw)
     except msgspec.DecodeError as exc:  # a ValidationError too
         raise _refusal(raw, exc) from None
+
+
+_SUB_MICROSECOND = re.compile(rb":\d\d\.\d{7}")
+"""A timestamp with more than 6 decimals (RFC 3339 allows any number; Go's RFC3339Nano writes 9)."""
+
+
+def _truncated(raw: bytes) -> bytes:
+    """The message with its timestamps cut to the microsecond. msgspec rounds the decimals it
+    cannot keep; the contract has always cut them, and an event stored with the cut time must
+    keep its digest when it is delivered again."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw  # refused as it is
+    kind = document.get("type") if isinstance(document, dict) else None
+    model = _BY_TYPE.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return raw
+    for name in _SHAPES[model].times:
+        if isinstance(document.get(name), str):
+            document[name] = re.sub(r"(:\d\d\.\d{6})\d+", r"\1", document[name], count=1)
+    return orjson.dumps(document)
 
 
 def parse_document(document: Any) -> Event:

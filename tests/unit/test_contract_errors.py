@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from models.events import MAX_EVENT_BYTES, ContractError, parse_event
+from models.events import MAX_EVENT_BYTES, ContractError, OrderCreated, parse_event
 
 AT = "2026-03-02T09:00:00Z"
 LATER = "2026-03-03T09:00:00Z"
@@ -256,3 +256,20 @@ def test_every_timestamp_is_stored_in_utc() -> None:
         "2026-03-02T09:00:00+00:00",
         "2026-03-03T09:00:00+00:00",
     ]
+
+
+def test_decimals_past_the_microsecond_are_cut_not_rounded() -> None:
+    """Go's RFC3339Nano writes 9 decimals: the contract has always cut them (a redelivered
+    event keeps the digest it was stored with), where msgspec alone would round up."""
+    contact = parse_event(
+        event(
+            "order.consumer_contacted",
+            **{**CONTACT, "occurred_at": "2026-03-02T09:00:00.999999999Z"},
+            new_ship_by="2026-03-05T17:00:00.1234567+08:00",
+        )
+    )
+    assert contact.occurred_at.isoformat() == "2026-03-02T09:00:00.999999+00:00"
+    assert contact.new_ship_by is not None
+    assert contact.new_ship_by.isoformat() == "2026-03-05T09:00:00.123456+00:00"
+    sku = parse_event(created(items=[{"sku": "12:00:00.1234567", "quantity": 1}]))
+    assert isinstance(sku, OrderCreated) and sku.items[0].sku == "12:00:00.1234567"
