@@ -69,6 +69,10 @@ REFUSALS: list[tuple[bytes, str, str, str]] = [
      "must be between 2000-01-01 and 2100-01-01", "must be between 2000-01-01 and 2100-01-01"),
     (created(occurred_at="9999-01-01T00:00:00Z"), "occurred_at",
      "must be between 2000-01-01 and 2100-01-01", "must be between 2000-01-01 and 2100-01-01"),
+    (created(occurred_at="0001-01-01T00:00:00+01:00"), "occurred_at",
+     "must be between 2000-01-01 and 2100-01-01", "must be between 2000-01-01 and 2100-01-01"),
+    (created(occurred_at="9999-12-31T23:59:59-01:00"), "occurred_at",
+     "must be between 2000-01-01 and 2100-01-01", "must be between 2000-01-01 and 2100-01-01"),
     # the type, and what decides the rest of the message
     (created(type="order.teleported"), "type",
      "unknown event type 'order.teleported'", "unknown event type 'order.teleported'"),
