@@ -34,7 +34,7 @@ def _setup() -> None:
     configure_logging(settings.log_level, settings.log_json)
 
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "day-of-orders.jsonl"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "day-of-orders.jsonl"
 
 
 def _aware(value: str) -> datetime:
