@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from config.settings import Settings
+from worker.cli.errors import require_database
 
 api_keys_app = typer.Typer(no_args_is_help=True, help="Merchants' keys for the read API.")
 
@@ -31,6 +32,7 @@ def api(
     from worker.api.app import create_app
 
     settings = Settings()
+    require_database(settings.database_url)
     engine = make_engine(settings.database_url)
     application = create_app(engine, settings)
     try:
@@ -52,7 +54,9 @@ def issue(merchant_id: Annotated[str, typer.Argument(help="The merchant's id.")]
     from store.sql.engine import make_engine, session_factory
     from worker.api.keys import issue_key
 
-    engine = make_engine(Settings().database_url)
+    url = Settings().database_url
+    require_database(url)
+    engine = make_engine(url)
     try:
         with session_factory(engine)() as session:
             key = issue_key(session, merchant_id)
