@@ -93,7 +93,7 @@ REPLAY_ORDERS ?= 15000
 profile-replay: $(STAMP) ## py-spy flame graph of `slatimer replay` on a generated log (~100k events)
 	$(BIN)/python examples/generate.py --orders $(REPLAY_ORDERS) > /tmp/slatimer-replay.jsonl
 	$(BIN)/py-spy record --rate 250 --output /tmp/slatimer-replay.svg -- \
-		$(BIN)/python -m worker replay /tmp/slatimer-replay.jsonl --summary > /dev/null
+		$(BIN)/python -m worker replay /tmp/slatimer-replay.jsonl --summary --jobs 1 > /dev/null
 	@echo "flame graph: /tmp/slatimer-replay.svg"
 
 clean: ## remove .venv and caches

@@ -366,6 +366,31 @@ EVENT_MODELS: tuple[type[_Event], ...] = get_args(Event)
 EVENT_TYPES: tuple[str, ...] = tuple(str(model.__struct_config__.tag) for model in EVENT_MODELS)
 _BY_TYPE: dict[str, type[_Event]] = dict(zip(EVENT_TYPES, EVENT_MODELS, strict=True))
 _DECODER = msgspec.json.Decoder(Event)
+_CASE_STREAMS: dict[str, tuple[str, str]] = {
+    tag: (model.stream_prefix, model.case_field)
+    for tag, model in _BY_TYPE.items()
+    if issubclass(model, _CaseEvent)
+}
+CASE_EVENT_TYPES: frozenset[str] = frozenset(_CASE_STREAMS)
+"""Events of a case stream (IPR, customer service): keyed by the case, not by an order."""
+PLATFORM_WIDE_TYPES: frozenset[str] = frozenset(
+    tag
+    for tag, model in _BY_TYPE.items()
+    if any(f.name == "order_id" and f.default == "*" for f in msgspec.structs.fields(model))
+)
+"""Events that concern every stream (announcements, closures): their `order_id` is "*"."""
+
+
+def stream_key(document: dict[str, Any]) -> Any:
+    """The stream a decoded event belongs to, as parsing keys it: its `order_id`, or for a case
+    event that leaves it out, the key its case id gives. Not validated: a bad document may give
+    anything, and then does not parse."""
+    kind = document.get("type")
+    if kind not in _CASE_STREAMS or "order_id" in document:
+        return document.get("order_id")
+    prefix, field = _CASE_STREAMS[kind]
+    case_id = document.get(field)
+    return f"{prefix}:{case_id}" if isinstance(case_id, str) else None
 
 
 def parse_event(raw: bytes | str) -> Event:

@@ -48,10 +48,10 @@ class DuplicateEventId(ContractError):
 
 def record_event(event: Event, uow: UnitOfWork, now: datetime, policy: Policy) -> list[Outcome]:
     """Store the event's facts and re-judge its order. A repeated delivery changes nothing."""
-    if isinstance(event, AnnouncementPublished):
-        return publish_announcement(event, uow, now, policy)
-    if isinstance(event, ClosureDeclared):
-        return declare_closure(event, uow, now, policy)
+    if isinstance(event, AnnouncementPublished | ClosureDeclared):
+        return [
+            outcome for _, made in record_broadcast(event, uow, now, policy) for outcome in made
+        ]
     state = uow.orders.lock(event.order_id)  # first: a concurrent duplicate waits here
     if not _first_delivery(event, uow, now):
         return []
@@ -60,9 +60,24 @@ def record_event(event: Event, uow: UnitOfWork, now: datetime, policy: Policy) -
     return reconcile_order(state, uow, now, policy)
 
 
+Judged = list[tuple[str, list[Outcome]]]
+"""Outcomes stream by stream, in the order the streams were re-judged."""
+
+
+def record_broadcast(
+    event: AnnouncementPublished | ClosureDeclared, uow: UnitOfWork, now: datetime, policy: Policy
+) -> Judged:
+    """A platform-wide event: store it and re-judge each stream it concerns, in order of stream
+    key. The outcomes come grouped by stream so that replays of parts of a log (by merchant)
+    can interleave them as one replay of the whole log makes them."""
+    if isinstance(event, AnnouncementPublished):
+        return publish_announcement(event, uow, now, policy)
+    return declare_closure(event, uow, now, policy)
+
+
 def publish_announcement(
     event: AnnouncementPublished, uow: UnitOfWork, now: datetime, policy: Policy
-) -> list[Outcome]:
+) -> Judged:
     """2.1.3: a special period changes the limit of every order created in it, open ones
     included — re-judge each now: deadlines and warnings move, a passed deadline now extended
     withdraws its violation."""
@@ -77,15 +92,13 @@ def publish_announcement(
             ship_within_hours=event.ship_within_hours,
         )
     )
-    made: list[Outcome] = []
-    for order_id in uow.orders.created_between(event.applies_from, event.applies_until):
-        made += reconcile_order(uow.orders.lock(order_id), uow, now, policy)
-    return made
+    streams = uow.orders.created_between(event.applies_from, event.applies_until)
+    return _reconcile_each(streams, uow, now, policy)
 
 
 def declare_closure(
     event: ClosureDeclared, uow: UnitOfWork, now: datetime, policy: Policy
-) -> list[Outcome]:
+) -> Judged:
     """A platform-declared closure pauses working-time clocks. Every stream with such a clock
     due after the closure starts — open, fired or met — is re-judged now, so the outcome does
     not depend on whether the closure arrived before or after the clock's evidence. A later
@@ -110,10 +123,18 @@ def declare_closure(
         )
     uow.closures.add(closure)
     since = min(closure.starts_at, previous.starts_at) if previous else closure.starts_at
-    made: list[Outcome] = []
-    for order_id in uow.deadlines.due_since(policy.working_time_rules, since):
-        made += reconcile_order(uow.orders.lock(order_id), uow, now, policy)
-    return made
+    return _reconcile_each(
+        uow.deadlines.due_since(policy.working_time_rules, since), uow, now, policy
+    )
+
+
+def _reconcile_each(
+    stream_ids: list[str], uow: UnitOfWork, now: datetime, policy: Policy
+) -> Judged:
+    return [
+        (stream_id, reconcile_order(uow.orders.lock(stream_id), uow, now, policy))
+        for stream_id in stream_ids
+    ]
 
 
 def recalendar(uow: UnitOfWork, now: datetime, policy: Policy) -> list[Outcome]:
