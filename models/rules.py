@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from functools import cache, cached_property
+from functools import cache
 from typing import Literal, Protocol
 
 from models.calendars import Interval, Timed
@@ -493,11 +493,12 @@ class Warning:
 
     obligation: Obligation
     lead: timedelta
+    due_at: datetime = field(init=False, repr=False, compare=False)
+    """`lead` before the obligation's deadline. Set once: a reconcile reads it a dozen times
+    per warning (the plan, the timer rows)."""
 
-    @cached_property
-    def due_at(self) -> datetime:
-        """Computed once: a reconcile asks for it a dozen times per warning (plan, rows)."""
-        return self.obligation.due_at - self.lead
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "due_at", self.obligation.due_at - self.lead)
 
     @property
     def slot(self) -> tuple[str, str]:
