@@ -133,10 +133,10 @@ def _warnings_due(
 ) -> list[Warning]:
     """Warnings whose time has come, for obligations not met by then and not yet breached now
     (a breach says more than a warning); each once. A sent warning is never withdrawn."""
-    due = [
+    due = [  # the time first: most warnings are not due yet
         w
         for w in warnings
-        if w.breached and w.due_at <= now < w.obligation.due_at and warning_key(w) not in known_keys
+        if w.due_at <= now < w.obligation.due_at and w.breached and warning_key(w) not in known_keys
     ]
     return sorted(due, key=lambda w: (w.due_at, w.obligation.rule.id, w.obligation.subject))
 

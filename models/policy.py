@@ -251,6 +251,8 @@ class Policy(_Frozen):
     def spot_limit_for(self, created_at: datetime) -> timedelta:
         """2.1.3: an announced special period's limit for orders created in it (the latest
         announcement wins where they overlap); else 2.1.1's spot limit."""
+        if not self.announcements:
+            return self.limits.spot_collection  # asked for every order at every reconcile
         covering = [a for a in self.announcements if a.covers(created_at)]
         if not covering:
             return self.limits.spot_collection

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Literal, Protocol
@@ -161,11 +161,15 @@ def _stamp(fact: Fact | None) -> tuple[datetime, str] | None:
 
 
 def _approved_cancellation(order: OrderState) -> tuple[datetime, str] | None:
+    if not order.reviews:
+        return None  # most orders: asked twice per reconcile
     approved = [(r.at, r.event_id) for r in order.reviews if r.decision == "approved"]
     return min(approved) if approved else None
 
 
 def _agreed_cancel(order: OrderState) -> tuple[datetime, str] | None:
+    if not order.contacts:
+        return None
     agreed = [(c.at, c.event_id) for c in order.contacts if c.outcome == "consumer_agreed_cancel"]
     return min(agreed) if agreed else None
 
@@ -335,10 +339,17 @@ def _invalid_waybill(order: OrderState, policy: Policy) -> Obligation | None:
     shipped = order.shipped
     if shipped is None or shipped.carrier not in policy.waybill_formats:
         return None
-    if re.fullmatch(policy.waybill_formats[shipped.carrier], shipped.waybill_no):
+    if _compiled(policy.waybill_formats[shipped.carrier]).fullmatch(shipped.waybill_no):
         return None
     evidence = f"waybill {shipped.waybill_no} is not a valid {shipped.carrier} number"
     return _at_once(FALSE_DELIVERY, shipped, "3.3(3)", evidence, subject="3.3(3)")
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """A waybill format, compiled once: `re.fullmatch` looks the pattern up in `re`'s cache
+    on every call, which cost more than the match (every shipped order, every reconcile)."""
+    return re.compile(pattern)
 
 
 def _trace_to_another_address(order: OrderState, created: Creation) -> Obligation | None:
@@ -482,10 +493,12 @@ class Warning:
 
     obligation: Obligation
     lead: timedelta
+    due_at: datetime = field(init=False, repr=False, compare=False)
+    """`lead` before the obligation's deadline. Set once: a reconcile reads it a dozen times
+    per warning (the plan, the timer rows)."""
 
-    @property
-    def due_at(self) -> datetime:
-        return self.obligation.due_at - self.lead
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "due_at", self.obligation.due_at - self.lead)
 
     @property
     def slot(self) -> tuple[str, str]:

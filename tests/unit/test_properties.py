@@ -127,3 +127,21 @@ def test_never_two_standing_violations_of_a_category_and_points_balance(
     assert all(count in (0, 1) for count in standing.values())
     points = sum(o["points"] or 0 for o in outcomes)
     assert points >= 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(event_logs())
+def test_folding_leaves_earlier_states_as_they_were_and_round_trips_as_stored(
+    events: list[Event],
+) -> None:
+    # Given every intermediate state of a fold, with a snapshot of each as a store keeps it
+    for order_id in ORDERS:
+        states = [OrderState(order_id=order_id)]
+        snapshots = [states[0].model_dump(mode="json")]
+        for event in (e for e in events if e.order_id == order_id):
+            # When one more event is folded in
+            states.append(apply(states[-1], event))
+            snapshots.append(states[-1].model_dump(mode="json"))
+        # Then no earlier state changed, and each reads back from its stored form as it was
+        assert [s.model_dump(mode="json") for s in states] == snapshots
+        assert [OrderState.model_validate(snap) for snap in snapshots] == states

@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from models.clock import VirtualClock
 from models.policy import Policy
+from models.rules import COLLECTION_OVERDUE, Obligation
 from store.base import DueDeadline
 from store.memory import MemoryUnitOfWork
 from tests.builders import T0, H, collected, created
@@ -150,3 +152,27 @@ def test_a_clock_whose_obligation_vanished_is_closed_not_left_due(
                 uow.commit()
         with uow:
             assert uow.deadlines.due(T0 + 60 * H, 10) == []
+
+
+def _clock(due_at: datetime) -> Obligation:
+    return Obligation(COLLECTION_OVERDUE, "", due_at, None, None, "2.1.1", T0)
+
+
+def test_clocks_come_due_in_instant_order_to_the_microsecond_whatever_their_time_zone() -> None:
+    # Given three open clocks: one a microsecond after another, one given in Hong Kong time
+    deadlines = MemoryUnitOfWork().deadlines
+    first = T0 + 10 * H
+    hong_kong = (first + MS).astimezone(ZoneInfo("Asia/Hong_Kong"))
+    deadlines.sync("b", [_clock(first + timedelta(microseconds=1))], T0)
+    deadlines.sync("c", [_clock(hong_kong)], T0)
+    deadlines.sync("a", [_clock(first)], T0)
+    # When the store is asked what is due by each moment
+    due_by_first = deadlines.due(first, 10)
+    due_by_all = deadlines.due(hong_kong, 10)
+    # Then the heap orders them by instant (not by the wall time shown), to the microsecond
+    assert [d.order_id for d in due_by_first] == ["a"]
+    assert [(d.order_id, d.due_at) for d in due_by_all] == [
+        ("a", first),
+        ("b", first + timedelta(microseconds=1)),
+        ("c", hong_kong),
+    ]
