@@ -72,8 +72,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture()
 def console(sqlite_engine: Engine, policy: Policy) -> Iterator[tuple[Running, str]]:
-    """m-1's b1 is 30 min from its 120 h collection deadline; b2 and b3 breached it (b3's
-    violation withdrawn by a late scan); one dead letter waits. Served on a free port."""
+    """m-1's b1 (and m-2's z1) is 30 min from its 120 h collection deadline; b2 and b3
+    breached it (b3's violation withdrawn by a late scan); one dead letter waits. Served on a
+    free port."""
     now = datetime.now(UTC)
     events = [
         created("b2", now - 200 * H, "m-1"),
@@ -81,6 +82,7 @@ def console(sqlite_engine: Engine, policy: Policy) -> Iterator[tuple[Running, st
         created("b4", now - 79 * H, "m-1"),  # the clock passes b2's and b3's deadlines
         collected("b3", now - 85 * H),  # a scan from before b3's deadline, learnt after it
         created("b1", now - 119.5 * H, "m-1"),
+        created("z1", now - 119.5 * H, "m-2"),
     ]
     run(events, policy, until=now, uow=sql_uow(sqlite_engine))
     with session_factory(sqlite_engine)() as db:
@@ -140,15 +142,21 @@ def test_a_merchant_logs_in_watches_an_order_count_down_and_opens_its_timeline(
     assert browser.find_element(By.CSS_SELECTOR, "#points-chart canvas")  # uPlot drew it
     screenshot(browser, "console-merchant.png", tmp_path)
 
-    # When it opens b3's timeline: the violation and the retraction with its evidence
-    browser.get(f"{running.url}/orders/b3")
+    # When it opens that order: its timeline, with the clock still running
+    countdown.find_element(By.XPATH, "./ancestor::tr//a").click()
+    assert browser.current_url.endswith("/console/orders/b1")
     timeline = browser.find_element(By.ID, "timeline").text
-    assert "order.created" in timeline and "order.collected" in timeline
-    assert "collection_overdue withdrawn" in timeline
+    assert "order.created" in timeline and "collection_overdue" in timeline
+    assert browser.find_element(By.CSS_SELECTOR, "#clocks time.countdown").text
     screenshot(browser, "console-order.png", tmp_path)
 
+    # And b3's timeline shows its violation and the retraction with its evidence
+    browser.get(f"{running.url}/orders/b3")
+    timeline = browser.find_element(By.ID, "timeline").text
+    assert "collection_overdue withdrawn" in timeline and "met on time by event" in timeline
+
     # And another merchant's order is not found for it
-    browser.get(f"{running.url}/orders/nope")
+    browser.get(f"{running.url}/orders/z1")  # m-2's
     assert "Not found" in browser.find_element(By.TAG_NAME, "h1").text
 
 

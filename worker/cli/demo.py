@@ -104,8 +104,8 @@ def run_demo(example: Path, out: Any = print) -> bool:
     log_path = workdir / "runtime.log"
     out(f"slatimer demo: ingest + Celery worker + dispatcher on embedded defaults in {workdir}")
     out(f"  (their logs: {log_path}); streaming {len(sends)} events of a sales day and its week")
-    out("  one hour of the rules = 0.5 s: 24 h review = 12 s, 48 h contact = 24 s, 120 h = 60 s\n")
     start_console(engine, settings, out)  # up while the demo runs (a daemon thread)
+    out("  one hour of the rules = 0.5 s: 24 h review = 12 s, 48 h contact = 24 s, 120 h = 60 s\n")
     log_file = log_path.open("ab")
     supervisor = Supervisor(env={**_inherited_env(), **env}, output=log_file)
     runner = threading.Thread(target=supervisor.run, daemon=True)
