@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from datetime import timedelta
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -20,6 +21,7 @@ from tests.builders import T0, H, created
 from tests.conftest import fill_api_store, issue_keys, run, sql_uow
 from worker.api.keys import issue_key
 from worker.console import session as console_session
+from worker.console.pages import chart_json
 from worker.console.queries import rolling_points
 from worker.console.server import build_app
 
@@ -76,6 +78,8 @@ def test_the_operator_key_logs_in_to_the_operator_view(
     client: TestClient, keys: dict[str, str]
 ) -> None:
     assert log_in(client, keys["operator"]) == "/console/operator"
+    home = client.get("/console", follow_redirects=False)
+    assert home.status_code == 303 and home.headers["location"] == "/console/operator"
     assert client.get("/console/operator").status_code == 200
     assert client.get("/console/merchants/m-2").status_code == 200
 
@@ -232,6 +236,12 @@ def test_the_operator_view_shows_backlog_dead_letters_outbox_and_merchants_near_
     nearest = re.search(r'<table id="nearest">(.*?)</table>', page, re.S)
     assert nearest is not None
     assert nearest.group(1).index(">m-1<") < nearest.group(1).index(">m-2<")  # m-1 has more
+
+
+def test_chart_data_cannot_close_its_script_tag() -> None:
+    text = chart_json({"measure": "</script><script>alert(1)</script>", "and": "a & b"})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert orjson.loads(text)["measure"] == "</script><script>alert(1)</script>"
 
 
 def test_rolling_points_count_violations_in_the_window_once_recorded() -> None:
