@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from models.alerts import alert_body
 from models.events import Event
 from models.outcomes import LedgerEntry, Outcome, Recorded
@@ -62,7 +64,7 @@ def inbox_values(event: Event, digest: str, received_at: datetime) -> dict[str, 
         "occurred_at": event.occurred_at,
         "received_at": received_at,
         "digest": digest,
-        "body": event.model_dump(mode="json"),
+        "body": msgspec.to_builtins(event),
     }
 
 

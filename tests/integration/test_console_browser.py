@@ -108,10 +108,13 @@ def console(sqlite_engine: Engine, policy: Policy) -> Iterator[tuple[Running, st
 
 def log_in(driver: Any, url: str, key: str) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(f"{url}/login")
     driver.find_element(By.ID, "key").send_keys(key)
     driver.find_element(By.ID, "login").click()
+    # the click returns before the redirect lands; a refused key stays on the login page
+    WebDriverWait(driver, 10).until(lambda d: not d.current_url.endswith("/login"))
 
 
 def screenshot(driver: Any, name: str, tmp_path: Path) -> Path:

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import orjson
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from models.clock import VirtualClock
+from models.events import canonical_body
 from models.policy import Policy
 from store.base import DueDeadline, UnitOfWork
 from tests.builders import T0, H, collected, created
@@ -130,7 +130,7 @@ def test_a_deadlock_between_ingest_and_a_timer_is_redone_with_replays_grades(
                 batch.orders.lock("o0")
                 timer.start_once()
                 wait_until_blocked(pg_engine, timer)
-            message = RawMessage(orjson.dumps(late_scan.model_dump(mode="json")))
+            message = RawMessage(canonical_body(late_scan))
             ingest_batch([message], batch, BACK, shipped_policy, "test", timedelta(0), False)
             batch.commit()
 

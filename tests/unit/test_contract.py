@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 import pytest
+from jsonschema import Draft202012Validator
 
 from models.events import MAX_EVENT_BYTES, ContractError, contract_schema, parse_event
 from models.policy import Policy
@@ -13,6 +14,8 @@ from store.memory import MemoryUnitOfWork
 from tests.builders import T0, doc
 from worker.service.handlers import DuplicateEventId, record_event
 
+AT = "2026-03-02T09:00:00Z"
+LATER = "2026-03-03T09:00:00Z"
 CREATED = doc(
     "order.created",
     "o1",
@@ -163,3 +166,26 @@ def test_working_time_events_name_the_field_and_reason(raw: bytes, field: str, r
 def test_a_case_event_takes_its_stream_key_from_its_case_id() -> None:
     assert parse_event(_case("cs.inquiry_received", inquiry_id="Q1")).order_id == "cs:Q1"
     assert parse_event(_case("ipr.response_filed", complaint_id="C1")).order_id == "ipr:C1"
+
+
+def test_the_published_schema_accepts_valid_events_and_refuses_what_the_contract_refuses() -> None:
+    validator = Draft202012Validator(contract_schema())
+    valid = [
+        CREATED,
+        doc("order.consumer_contacted", "o1", T0, outcome="restock", new_ship_by=LATER),
+        orjson.loads(_case("ipr.complaint_filed", complaint_id="C1", merchant_id="m")),
+        orjson.loads(
+            _case("calendar.closure_declared", closure_id="t", starts_at=AT, ends_at=LATER)
+        ),
+    ]
+    for document in valid:
+        parse_event(orjson.dumps(document))
+        assert not list(validator.iter_errors(document)), document["type"]
+    refused = [
+        {**CREATED, "colour": "red"},
+        {**CREATED, "event_id": "e 1"},
+        {**CREATED, "items": []},
+        {**CREATED, "type": "order.teleported"},
+    ]
+    for document in refused:
+        assert list(validator.iter_errors(document)), document

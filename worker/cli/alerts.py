@@ -16,6 +16,7 @@ import typer
 from models.outcomes import iso
 from store.sql.outbox import Alert, SqlOutbox, outbox
 from worker.alerts.webhooks import Allow, UnsafeUrl, check_url, new_secret, valid_secret
+from worker.cli.errors import checked_runtime
 
 merchants_app = typer.Typer(no_args_is_help=True, help="Merchants' webhook endpoints.")
 alerts_app = typer.Typer(no_args_is_help=True, help="The alert outbox: what was sent, what failed.")
@@ -29,9 +30,7 @@ def register(app: typer.Typer) -> None:
 
 @contextmanager
 def _outbox() -> Iterator[tuple[SqlOutbox, Callable[[], datetime]]]:
-    from worker.service.bootstrap import bootstrap
-
-    runtime = bootstrap()
+    runtime = checked_runtime()
     try:
         with outbox(runtime.engine) as box:
             yield box, runtime.clock.now

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from config.settings import Settings
+from worker.cli.errors import require_database
 
 api_keys_app = typer.Typer(no_args_is_help=True, help="Merchants' keys for the read API.")
 
@@ -32,6 +33,7 @@ def api(
     from worker.console.server import build_app
 
     settings = Settings()
+    require_database(settings.database_url)
     engine = make_engine(settings.database_url)
     application = build_app(engine, settings)
     try:
@@ -53,7 +55,9 @@ def issue(merchant_id: Annotated[str, typer.Argument(help="The merchant's id.")]
     from store.sql.engine import make_engine, session_factory
     from worker.api.keys import issue_key
 
-    engine = make_engine(Settings().database_url)
+    url = Settings().database_url
+    require_database(url)
+    engine = make_engine(url)
     try:
         with session_factory(engine)() as session:
             key = issue_key(session, merchant_id)

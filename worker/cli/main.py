@@ -1,4 +1,7 @@
-"""`slatimer`: the one entry point (typer)."""
+"""slatimer enforces JD.HK's Shopify shipping rules: it times every order's deadlines and
+records violations, points and signed alerts per merchant.
+
+Try first: slatimer demo (about two minutes, no servers needed)."""
 
 from __future__ import annotations
 
@@ -17,11 +20,17 @@ from models.events import contract_schema
 from models.outcomes import Outcome, iso
 from models.policy import Policy
 from store.base import DeadlineView
+from worker.cli.errors import FriendlyGroup, checked_runtime, require_database
 from worker.process.logs import configure_logging
 from worker.service.replay import ReplayResult, compare_results, replay_lines
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
+    cls=FriendlyGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help=__doc__,
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic).")
 app.add_typer(db_app, name="db")
@@ -34,7 +43,7 @@ def _setup() -> None:
     configure_logging(settings.log_level, settings.log_json)
 
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "day-of-orders.jsonl"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "day-of-orders.jsonl"
 
 
 def _aware(value: str) -> datetime:
@@ -111,10 +120,9 @@ def merchant(
     at: Annotated[str | None, typer.Option(help="Standing as of this time (default: now).")] = None,
 ) -> None:
     """A merchant's standing: points over the rolling window, measures, ledger timeline (JSON)."""
-    from worker.service.bootstrap import bootstrap
     from worker.service.standing import merchant_standing
 
-    services = bootstrap()
+    services = checked_runtime()
     moment = _aware(at) if at else services.clock.now()
     report = merchant_standing(services.engine, services.policy, merchant_id, moment)
     typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
@@ -127,9 +135,7 @@ def deadlines(
     ],
 ) -> None:
     """A stream's clocks as stored: due time, state, the calendar in force, paused time (JSON)."""
-    from worker.service.bootstrap import bootstrap
-
-    services = bootstrap()
+    services = checked_runtime()
     with services.uow() as uow:
         views = uow.deadlines.timeline(stream_id)
     typer.echo(
@@ -178,6 +184,7 @@ def worker(
     SLATIMER_ALERT_QUEUE)."""
     from worker.process.metrics import serve_worker_metrics
 
+    require_database(Settings().database_url)
     serve_worker_metrics(Settings())  # before tasks.app: the pool's children inherit the mode
     from tasks.app import app as celery
 
@@ -202,10 +209,9 @@ def dispatcher() -> None:
     from tasks.timers import publish_deadlines
     from worker.alerts.delivery import relay_step
     from worker.process.metrics import serve_process_metrics
-    from worker.service.bootstrap import bootstrap
     from worker.timers.dispatcher import run_dispatcher
 
-    runtime = bootstrap()
+    runtime = checked_runtime()
     serve_process_metrics(runtime.settings)
     relay = partial(relay_step, runtime.engine, runtime.clock, runtime.settings, publish_delivery)
     run_dispatcher(runtime, publish_deadlines, each_pass=[relay])
@@ -229,21 +235,38 @@ def demo(
     replay_only: Annotated[
         bool, typer.Option("--replay-only", help="Just replay the log (seconds, no processes).")
     ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the demo's database and logs in this folder (default: a new "
+            "temporary one); it must not hold an earlier demo's."
+        ),
+    ] = None,
 ) -> None:
     """Run the real runtime on embedded defaults and stream a sales day through it (~2 min)."""
     configure_logging("WARNING")
     if replay_only:
         _replay_table(events)
         return
-    from worker.cli.demo import run_demo
+    from worker.cli.demo import database_url, run_demo
 
-    if not run_demo(events, out=typer.echo):
+    if data_dir is not None and (data_dir / "slatimer.db").exists():
+        raise typer.BadParameter(
+            f"{data_dir} already holds a demo's data ({database_url(data_dir)})",
+            param_hint="--data-dir",
+        )
+    if not run_demo(events, out=typer.echo, data_dir=data_dir):
         raise typer.Exit(1)
 
 
 def _replay_table(events: Path) -> None:
-    with events.open("rb") as stream:
-        result = replay_lines(stream, load_policy(DEFAULT_POLICY))
+    """The demo's stream (the same cut of the log) replayed on the real scale, where the demo
+    policy is the default one with 3.3's trace checks left out."""
+    from worker.cli.demo import demo_stream, stream_end
+
+    lines = demo_stream(events.read_bytes().splitlines())
+    rules = load_policy(DEFAULT_POLICY).model_copy(update={"trace_checks": False})
+    result = replay_lines(lines, rules, until=stream_end(lines))
     for outcome in result.in_order():
         row = outcome.as_json()
         points = "" if row["points"] is None else f"{row['points']:+d} pts"
@@ -278,9 +301,8 @@ def ingest(
     """Consume the order queue: one transaction per batch; bad messages go to the DLQ."""
     from worker.ingest.consumer import Ingestor
     from worker.process.metrics import serve_process_metrics
-    from worker.service.bootstrap import bootstrap
 
-    runtime = bootstrap()
+    runtime = checked_runtime()
     serve_process_metrics(runtime.settings)
     ingestor = Ingestor(runtime)
     ingestor.stop_on_signals()
@@ -320,9 +342,8 @@ def dlq_list(
 ) -> None:
     """Show dead letters: id, received_at, field, reason, a body excerpt."""
     from worker.ingest.batch import dead_letter_json, dead_letter_text
-    from worker.service.bootstrap import bootstrap
 
-    runtime = bootstrap()
+    runtime = checked_runtime()
     with runtime.uow() as uow:
         letters = uow.dead_letters.latest(limit)
     runtime.engine.dispose()
@@ -343,9 +364,8 @@ def dlq_replay(
         raise typer.BadParameter("give either --id N (repeatable) or --all")
     from worker.ingest.batch import replay_dead_letters
     from worker.ingest.consumer import connect, republish
-    from worker.service.bootstrap import bootstrap
 
-    runtime = bootstrap()
+    runtime = checked_runtime()
     with connect(runtime.settings) as connection, runtime.uow() as uow:
         try:
             letters = replay_dead_letters(

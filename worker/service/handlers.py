@@ -95,7 +95,7 @@ def declare_closure(
         return []
     closure = Closure.model_validate(
         {
-            **event.model_dump(include=set(Closure.model_fields)),
+            **{name: getattr(event, name) for name in Closure.model_fields if hasattr(event, name)},
             "declared_at": event.occurred_at,
             "declared_by": event.event_id,
         }
