@@ -14,7 +14,7 @@ function duration(seconds) {
 function tick() {
   for (const el of document.querySelectorAll("time.countdown")) {
     const left = (Date.parse(el.getAttribute("datetime")) - Date.now()) / 1000;
-    el.textContent = left >= 0 ? duration(left) : `due ${duration(left)} ago`;
+    el.textContent = left >= 0 ? duration(left) : left > -1 ? "due now" : `due ${duration(left)} ago`;
     el.classList.toggle("overdue", left < 0);
     el.classList.toggle("soon", left >= 0 && left < 3600);
   }
