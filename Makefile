@@ -15,7 +15,7 @@ SLATIMER_TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
 SLATIMER_TEST_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
 export SLATIMER_TEST_DATABASE_URL SLATIMER_TEST_REDIS_URL SLATIMER_TEST_AMQP_URL
 
-.PHONY: help install lock services lint check test-unit test-integration compose-check test demo clean \
+.PHONY: help install lock services browser lint check test-unit test-integration compose-check test demo clean \
 	test-faults soak \
 	bench bench-quick profile-replay
 
@@ -40,6 +40,18 @@ lock: ## re-resolve pyproject.toml's ranges in a scratch venv and write constrai
 services: ## make sure PostgreSQL, Redis and RabbitMQ answer on 127.0.0.1
 	bash scripts/ensure-services.sh
 
+CHROMIUM := /usr/bin/chromium /usr/bin/chromedriver
+browser: ## make sure Debian's chromium and chromedriver are there (the console's browser test)
+	@if ! ls $(CHROMIUM) >/dev/null 2>&1; then \
+		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "browser: installing chromium and chromium-driver (apt)"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get update -qq >/dev/null && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+		fi; \
+	fi
+	@ls $(CHROMIUM) >/dev/null 2>&1 || \
+		{ echo "browser: ERROR: $(CHROMIUM) missing (apt-get install chromium chromium-driver)" >&2; exit 1; }
+
 lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports; pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -51,7 +63,7 @@ check: lint test-unit ## the inner loop: lint, types, import contracts, unit tes
 test-unit: $(STAMP) ## unit tests only
 	$(BIN)/pytest tests/unit -q
 
-test-integration: $(STAMP) services ## integration tests (needs the services)
+test-integration: $(STAMP) services browser ## integration tests (needs the services)
 	$(BIN)/pytest tests/integration -q
 
 compose-check: ## validate docker-compose.yml (installs Debian's docker-compose if root)
@@ -67,7 +79,7 @@ compose-check: ## validate docker-compose.yml (installs Debian's docker-compose 
 	docker-compose -f docker-compose.yml config -q
 	@echo "compose-check: docker-compose.yml is valid"
 
-test: install services lint compose-check ## everything CI runs: lint, compose check, whole test suite
+test: install services browser lint compose-check ## everything CI runs: lint, compose check, whole test suite
 	$(BIN)/pytest tests -q -m "not wip"  # wip: a fault test not yet green (none at present; make test-faults runs all)
 
 test-faults: $(STAMP) ## fault tests on private servers: kills, crashes, cuts, fuzz (~5 min; docs/faults.md)

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     operator_api_key: SecretStr | None = None
     """Bearer key that reads every merchant's data; unset = no operator access."""
+    console_secret: SecretStr | None = None
+    """Key that signs the console's session cookies (docs/console.md); unset = a random one
+    made at start, so sessions end when the process restarts and are not shared by replicas."""
+    console_session_hours: float = Field(default=12, gt=0)
+    """How long a console login lasts."""
+    console_secure_cookie: bool = False
+    """Mark the session cookie Secure (sent over HTTPS only): set it behind a TLS proxy. Over
+    https the cookie is Secure whatever this says."""
     flower_port: int = Field(default=5555, ge=1, le=65535)
     flower_basic_auth: SecretStr | None = None
     """`user:password` for Flower's UI and API (handed to Flower in its environment, not argv)."""

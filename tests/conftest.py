@@ -19,6 +19,8 @@ from models.policy import Policy
 from store.sql.engine import make_engine, session_factory
 from store.sql.migrate import upgrade
 from store.sql.unit_of_work import SqlUnitOfWork
+from tests.builders import T0, H, collected, created
+from worker.api.keys import issue_key
 from worker.service.replay import Replayer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -113,3 +115,27 @@ def pg_engine(pg_admin_engine: Engine) -> Iterator[Engine]:
 
 def sql_uow(engine: Engine) -> SqlUnitOfWork:
     return SqlUnitOfWork(session_factory(engine))
+
+
+def fill_api_store(engine: Engine, policy: Policy) -> Engine:
+    """The read API's and the console's store: m-1's o1 never collected (violation at 120 h),
+    o2 collected at 110 h but learnt after its deadline (violation, then retraction), o3
+    created at 50 h (collection due at 170 h); m-2's o9 never collected. As it was at
+    121 h."""
+    events = [
+        created("o1", T0, "m-1"),
+        created("o2", T0, "m-1"),
+        created("o9", T0, "m-2"),
+        created("o3", T0 + 50 * H, "m-1"),
+        created("o4", T0 + 121 * H, "m-2"),  # moves the clock past 120 h
+        collected("o2", T0 + 110 * H),
+    ]
+    run(events, policy, until=T0 + 121 * H, uow=sql_uow(engine))
+    return engine
+
+
+def issue_keys(engine: Engine, merchants: tuple[str, ...] = ("m-1", "m-2")) -> dict[str, str]:
+    with session_factory(engine)() as session:
+        issued = {merchant: issue_key(session, merchant) for merchant in merchants}
+        session.commit()
+    return issued

@@ -14,8 +14,8 @@ from config.settings import Settings
 from models.policy import Policy
 from store.sql.engine import session_factory
 from store.sql.tables import DeadLetterRow, MerchantRow
-from tests.builders import T0, H, collected, created, event
-from tests.conftest import run, sql_uow
+from tests.builders import T0, H, event
+from tests.conftest import fill_api_store, issue_keys, run, sql_uow
 from worker.api.app import create_app
 from worker.api.keys import hash_key, issue_key
 
@@ -25,27 +25,12 @@ NOW = T0 + 121 * H
 
 @pytest.fixture()
 def engine(sqlite_engine: Engine, policy: Policy) -> Engine:
-    """m-1: o1 never collected (violation at 120 h), o2 collected at 110 h but learnt after its
-    deadline (violation, then retraction), o3 created at 50 h (collection due at 170 h).
-    m-2: o9 never collected. The store is as it was at 121 h."""
-    events = [
-        created("o1", T0, "m-1"),
-        created("o2", T0, "m-1"),
-        created("o9", T0, "m-2"),
-        created("o3", T0 + 50 * H, "m-1"),
-        created("o4", NOW, "m-2"),  # moves the clock past 120 h
-        collected("o2", T0 + 110 * H),
-    ]
-    run(events, policy, until=NOW, uow=sql_uow(sqlite_engine))
-    return sqlite_engine
+    return fill_api_store(sqlite_engine, policy)
 
 
 @pytest.fixture()
 def keys(engine: Engine) -> dict[str, str]:
-    with session_factory(engine)() as session:
-        issued = {merchant: issue_key(session, merchant) for merchant in ("m-1", "m-2")}
-        session.commit()
-    return issued
+    return issue_keys(engine)
 
 
 @pytest.fixture()

@@ -55,7 +55,14 @@ def issue_key(session: Session, merchant_id: str) -> str:
 def authenticate(session: Session, key: str, operator_key: SecretStr | None) -> Caller | None:
     """The caller this key belongs to, or None. The operator key is compared as hashes with
     compare_digest, so neither its length nor its content leaks through timing."""
-    digest = hash_key(key)
+    return authenticate_digest(session, hash_key(key), operator_key)
+
+
+def authenticate_digest(
+    session: Session, digest: str, operator_key: SecretStr | None
+) -> Caller | None:
+    """As `authenticate`, from the key's hash (what the console's session cookie holds, so a
+    reissued key or a changed operator key ends the sessions opened with the old one)."""
     if operator_key is not None:
         expected = hash_key(operator_key.get_secret_value())
         if hmac.compare_digest(digest, expected):

@@ -25,16 +25,17 @@ def api(
     host: Annotated[str | None, typer.Option(help="Bind address [SLATIMER_API_HOST].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [SLATIMER_API_PORT].")] = None,
 ) -> None:
-    """Serve the read API (OpenAPI at /openapi.json) and the store's /metrics."""
+    """Serve the read API (OpenAPI at /openapi.json), the store's /metrics and the console
+    (/console; docs/console.md)."""
     import uvicorn
 
     from store.sql.engine import make_engine
-    from worker.api.app import create_app
+    from worker.console.server import build_app
 
     settings = Settings()
     require_database(settings.database_url)
     engine = make_engine(settings.database_url)
-    application = create_app(engine, settings)
+    application = build_app(engine, settings)
     try:
         uvicorn.run(
             application,

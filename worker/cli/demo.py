@@ -37,6 +37,7 @@ from store.sql.tables import (
     RetractionRow,
 )
 from worker.cli.demo_receiver import ALLOW_LOOPBACK, Receiver
+from worker.console.server import start_console
 from worker.process.supervisor import Supervisor
 from worker.service.replay import ReplayResult, replay_lines
 
@@ -133,6 +134,7 @@ def run_demo(example: Path, out: Any = print, data_dir: Path | None = None) -> b
     log_path = workdir / "runtime.log"
     out(f"slatimer demo: ingest + Celery worker + dispatcher on embedded defaults in {workdir}")
     out(f"  (their logs: {log_path}); waiting for them to start")
+    start_console(engine, settings, out)  # up while the demo runs (a daemon thread)
     log_file = log_path.open("ab")
     supervisor = Supervisor(env={**_inherited_env(), **env}, output=log_file)
     runner = threading.Thread(target=supervisor.run, daemon=True)
