@@ -18,7 +18,10 @@ from worker.ingest.consumer import order_queue, publish_events
 
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
-TARGET = 10_000
+RATIO_TARGET = 10.0
+"""Ingest events/s over the naive baseline's, side by side in one run."""
+CPU_TARGET = 0.12
+"""Consumer CPU-ms per ingested event on Redis."""
 
 
 NAIVE_BUDGET = 45.0
@@ -175,15 +178,16 @@ def run(count: int) -> list[Figure]:
     timed = "" if base.handled >= count else f"; baseline timed on its first {base.handled:,}"
     return [
         Figure("B1", f"ingest events/s ({replicas} consumers)", rate, "events/s", n_rate,
-               f">= {TARGET:,}", rate >= TARGET, count, timed.removeprefix("; ")),
+               None, None, count, timed.removeprefix("; ")),
         Figure("B1", f"ingest events/s on RabbitMQ ({replicas} consumers)", a_rate, "events/s",
-               n_rate, f">= {TARGET:,}", a_rate >= TARGET, count,
+               n_rate, None, None, count,
                f"{amqp.cpu_ms:.3f} CPU-ms/event in the consumers, "
                f"{amqp.machine_ms:.3f} whole machine; baseline: the naive one on "
                f"Redis{timed}"),
-        Figure("B1", "ingest ratio vs baseline", rate / n_rate, "x", 1.0, None, None, count),
-        Figure("B1", "CPU-ms per event, ingest processes", ours.cpu_ms, "ms", base.cpu_ms,
-               None, None, count),
+        Figure("B1", "ingest events/s / baseline's (Redis)", rate / n_rate, "x", 1.0,
+               f">= {RATIO_TARGET:g}x", rate / n_rate >= RATIO_TARGET, count),
+        Figure("B1", "CPU-ms per event, ingest processes (Redis)", ours.cpu_ms, "ms",
+               base.cpu_ms, f"<= {CPU_TARGET:g}", ours.cpu_ms <= CPU_TARGET, count),
         Figure("B1", "CPU-ms per event, whole machine (incl. PG)", ours.machine_ms, "ms",
                base.machine_ms, None, None, count,
                "shared machine: other runs add noise"),

@@ -212,6 +212,29 @@ def rss_mb(pid: int) -> float:
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU of these processes so far."""
+    return _cpu(pids, with_children=False)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants, the exited ones included (a parent's
+    cutime/cstime holds the children it has reaped): a Celery worker and its prefork pool."""
+    return _cpu(descendants(pid), with_children=True)
+
+
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of the local PostgreSQL server: every `postgres` process, and through
+    the postmaster's cutime/cstime the backends that have already exited."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().split(" ", 2)[1] == "(postgres)":
+                pids.append(int(stat.parent.name))
+        except OSError:
+            continue
+    return _cpu(pids, with_children=True)
+
+
+def _cpu(pids: list[int], with_children: bool) -> float:
     total = 0
     for pid in pids:
         try:
@@ -219,6 +242,8 @@ def cpu_seconds(pids: list[int]) -> float:
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
+        if with_children:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped children
     return total / CLK_TCK
 
 

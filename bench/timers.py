@@ -29,21 +29,40 @@ lateness figures are then lower bounds (the row's note says how many)."""
 LATENESS = re.compile(r'"lateness_s": ?(-?[0-9.]+)')
 
 
-def fire_slatimer(count: int, spread: float, lead: float) -> dict[str, float]:
+def fire_slatimer(
+    count: int, spread: float, lead: float, children: int = 2, workers: int = 1
+) -> dict[str, float]:
+    """`count` deadlines due over `spread` seconds, fired by `workers` Celery worker processes
+    of `children` prefork children each (SLATIMER_WORKER_CONCURRENCY) and one dispatcher."""
     template = load.template(load_policy(DEFAULT_POLICY))
-    with harness.stage("fire") as stage, harness.processes(stage.env, stage.logs) as children:
-        for role in ("worker", "dispatcher"):
-            children.start(role)
+    concurrency = {"SLATIMER_WORKER_CONCURRENCY": str(children)}
+    with (
+        harness.stage("fire", **concurrency) as stage,
+        harness.processes(stage.env, stage.logs) as running,
+    ):
+        pool = [running.start("worker", f"worker{i}" if i else "worker") for i in range(workers)]
+        running.start("dispatcher")
         first_due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead)
         load.load_orders(
             stage.dsn, template, "w-", count, first_due, timedelta(seconds=spread), "collection"
         )
+        cpu_before = _firing_cpu(pool)
         done = _wait_all(stage, "SELECT count(*) FROM outcomes WHERE kind = 'violation'", count,
                          first_due, spread)  # fmt: skip
-        worker_log = (stage.logs / "worker.log").read_text(errors="replace")
-        # prefork children share the log file: lines can interleave, so match, do not parse
-        lateness = [float(value) for value in LATENESS.findall(worker_log)]
-        return _summary(done, lateness, count)
+        cpu = _firing_cpu(pool) - cpu_before
+        # prefork children share a log file: lines can interleave, so match, do not parse
+        lateness = [
+            float(value)
+            for log in stage.logs.glob("worker*.log")
+            for value in LATENESS.findall(log.read_text(errors="replace"))
+        ]
+        return {**_summary(done, lateness, count), "cpu_ms": 1000 * cpu / count}
+
+
+def _firing_cpu(workers: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds so far of the Celery workers (with their children) and PostgreSQL."""
+    trees = sum(harness.tree_cpu_seconds(worker.pid) for worker in workers)
+    return trees + harness.postgres_cpu_seconds()
 
 
 def fire_naive(count: int, spread: float, lead: float) -> dict[str, float]:
