@@ -154,6 +154,10 @@ class MemoryOutcomes:
         self.standing_violations: dict[tuple[str, str], list[datetime]] = defaultdict(list)
         """(merchant, category) -> sorted times of standing violations: the severity index."""
         self.merchant_of: dict[str, str | None] = {}
+        self.recorded_for: dict[tuple[str, OutcomeKey], str] = {}
+        """(order, outcome key) -> the merchant a violation was recorded for: it leaves that
+        merchant's standing when withdrawn, though the order may have moved since (as the SQL
+        store's outcome row keeps its merchant)."""
         self.log: list[Outcome] = []
 
     def for_order(self, order_id: str) -> list[Recorded]:
@@ -175,6 +179,9 @@ class MemoryOutcomes:
             times = self.standing_violations[(outcome.merchant_id, recorded.category)]
             bisect.insort(times, recorded.at)
             self._journal.undo.append(lambda: times.remove(recorded.at))
+            self._journal.set(
+                self.recorded_for, (outcome.order_id, recorded.key), outcome.merchant_id
+            )
         self._append(outcome)
 
     def withdraw(self, recorded: Recorded, retraction: Outcome) -> None:
@@ -183,8 +190,9 @@ class MemoryOutcomes:
         if current is None or current.retracted:
             raise IntegrityError(f"nothing standing to withdraw at {recorded.key}")
         self._journal.set(existing, recorded.key, replace(current, retracted=True))
-        if retraction.merchant_id and current.kind == "violation" and current.category:
-            times = self.standing_violations[(retraction.merchant_id, current.category)]
+        merchant = self.recorded_for.get((retraction.order_id, recorded.key))
+        if merchant and current.kind == "violation" and current.category:
+            times = self.standing_violations[(merchant, current.category)]
             times.remove(current.at)
             self._journal.undo.append(lambda: bisect.insort(times, current.at))
         self._append(retraction)

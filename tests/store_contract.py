@@ -37,6 +37,35 @@ def same_outcomes_as_memory(engine: Engine, policy: Policy) -> None:
         assert uow.ledger.totals() == in_memory.points_by_merchant()
 
 
+MOVED_ORDER = [
+    # Given ord-0 created for m-0 with a 168 h limit, its collection late (a violation for m-0),
+    # When a second creation dated an hour earlier names m-9: the order moves to m-9, its
+    # deadline moves an hour earlier, and m-0's violation is withdrawn for a new one,
+    b'{"event_id":"c1","type":"order.created","occurred_at":"2026-11-11T14:21:00Z",'
+    b'"order_id":"ord-0","merchant_id":"m-0","items":[{"sku":"s","quantity":2,'
+    b'"ship_within_hours":168}],"ship_to":{"country":"CN","postcode":"524604"}}',
+    b'{"event_id":"c2","type":"order.collected","occurred_at":"2026-11-19T08:16:05Z",'
+    b'"order_id":"ord-0","waybill_no":"JD891047768","carrier":"JD_LOGISTICS"}',
+    b'{"event_id":"c3","type":"order.created","occurred_at":"2026-11-11T13:21:00Z",'
+    b'"order_id":"ord-0","merchant_id":"m-9","items":[{"sku":"s","quantity":2,'
+    b'"ship_within_hours":168}],"ship_to":{"country":"CN","postcode":"524604"}}',
+]
+
+
+def a_violation_withdrawn_after_its_order_moved_leaves_its_first_merchant(
+    engine: Engine, policy: Policy
+) -> None:
+    # Then every store records the same outcomes, and m-0 keeps no standing violation.
+    in_memory = replay_lines(MOVED_ORDER, policy)
+    in_sql = replay_lines(MOVED_ORDER, policy, uow=sql_uow(engine))
+    kinds = [(o.kind, o.merchant_id) for o in in_memory.in_order()]
+    assert ("retraction", "m-9") in kinds and ("violation", "m-0") in kinds, kinds
+    assert [o.as_json() for o in in_sql.in_order()] == [o.as_json() for o in in_memory.in_order()]
+    whole_window = (T0 - 400 * DAY, T0 + 400 * DAY)
+    with sql_uow(engine) as uow:
+        assert not uow.outcomes.any_violation_between("m-0", "out_of_stock", *whole_window)
+
+
 def late_evidence_is_kept_not_deleted(engine: Engine, policy: Policy) -> None:
     policy = without_warnings(policy)
     events = [created("o1"), created("o2", at=T0 + 130 * H), collected("o1", T0 + 119 * H)]
@@ -273,6 +302,7 @@ CHECKS = [
     special_periods_reschedule_stored_orders,
     migrations_match_the_models,
     same_outcomes_as_memory,
+    a_violation_withdrawn_after_its_order_moved_leaves_its_first_merchant,
     late_evidence_is_kept_not_deleted,
     a_failed_transaction_leaves_nothing,
     the_schema_refuses_a_second_standing_violation,
