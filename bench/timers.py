@@ -29,18 +29,16 @@ lateness figures are then lower bounds (the row's note says how many)."""
 LATENESS = re.compile(r'"lateness_s": ?(-?[0-9.]+)')
 
 
-def fire_slatimer(
-    count: int, spread: float, lead: float, children: int = 2, workers: int = 1
-) -> dict[str, float]:
-    """`count` deadlines due over `spread` seconds, fired by `workers` Celery worker processes
-    of `children` prefork children each (SLATIMER_WORKER_CONCURRENCY) and one dispatcher."""
+def fire_slatimer(count: int, spread: float, lead: float, children: int = 2) -> dict[str, float]:
+    """`count` deadlines due over `spread` seconds, fired by a Celery worker of `children`
+    prefork children (SLATIMER_WORKER_CONCURRENCY) and a dispatcher."""
     template = load.template(load_policy(DEFAULT_POLICY))
     concurrency = {"SLATIMER_WORKER_CONCURRENCY": str(children)}
     with (
         harness.stage("fire", **concurrency) as stage,
         harness.processes(stage.env, stage.logs) as running,
     ):
-        pool = [running.start("worker", f"worker{i}" if i else "worker") for i in range(workers)]
+        pool = [running.start("worker")]
         running.start("dispatcher")
         first_due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead)
         load.load_orders(
