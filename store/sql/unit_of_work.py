@@ -15,42 +15,18 @@ from typing import Self
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.sql.batch import BatchedUnitOfWork
-from store.sql.repositories import (
-    SqlAlerts,
-    SqlAnnouncements,
-    SqlClosures,
-    SqlDeadLetters,
-    SqlDeadlines,
-    SqlInbox,
-    SqlLedger,
-    SqlOrders,
-    SqlOutcomes,
-    SqlRepositories,
-)
+from store.sql.repositories import SqlRepositories
 
 
-class SqlUnitOfWork:
-    inbox: SqlInbox
-    orders: SqlOrders
-    outcomes: SqlOutcomes
-    deadlines: SqlDeadlines
-    ledger: SqlLedger
-    alerts: SqlAlerts
-    announcements: SqlAnnouncements
-    closures: SqlClosures
-    dead_letters: SqlDeadLetters
+class SqlUnitOfWork(SqlRepositories):
+    """One transaction: the repositories over a session opened by `with uow:` (each block a
+    session of its own), and `batch()` for the set-based unit of work over the same ones."""
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self.session_factory = session_factory
 
     def __enter__(self) -> Self:
-        self.session = self.session_factory()
-        self.repositories = repositories = SqlRepositories(self.session)
-        self.inbox, self.orders = repositories.inbox, repositories.orders
-        self.outcomes, self.deadlines = repositories.outcomes, repositories.deadlines
-        self.ledger, self.alerts = repositories.ledger, repositories.alerts
-        self.announcements, self.closures = repositories.announcements, repositories.closures
-        self.dead_letters = repositories.dead_letters
+        super().__init__(self.session_factory())
         return self
 
     def __exit__(
@@ -83,8 +59,6 @@ class SqlUnitOfWork:
     ) -> Iterator[BatchedUnitOfWork]:
         """store/sql/batch.py: set-based reads and writes for a batch, in one savepoint."""
         with self.session.begin_nested():
-            batched = BatchedUnitOfWork(
-                self.repositories, order_ids, event_ids, moments, merchants_of
-            )
+            batched = BatchedUnitOfWork(self, order_ids, event_ids, moments, merchants_of)
             yield batched
             batched.finish()
