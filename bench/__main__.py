@@ -134,17 +134,26 @@ def _wave(sizes: dict) -> list[Figure]:
                   targets={"ratio": 6, "cpu_ms": 0.3})  # fmt: skip
     big = timers.fire_slatimer(sizes["B3big"], 1.0, sizes["lead_big"])  # 100,000 load in ~15 s
     alone = fired("B3", "wave alone", big, None, None, done_target=10)
-    return small + alone + [_children_scaling(wave, sizes)]
+    return small + alone + _scaling(wave, sizes)
 
 
-def _children_scaling(two: dict, sizes: dict) -> Figure:
-    """The wave's recording rate with the worker's two children over one child: how the
-    worker's throughput grows with its children, in the same run."""
+def _scaling(two_children: dict, sizes: dict) -> list[Figure]:
+    """The wave's recording rate as the worker grows, over one worker process of one child, in
+    the same run: two children in that process, and a second process of one child (how a
+    deployment scales out to more hosts)."""
     one = timers.fire_slatimer(sizes["B3"], 1.0, sizes["lead"], children=1)
-    note = (f"{one['done_s']:.2f} s with one child, {two['done_s']:.2f} s with two; CPU-ms per "
-            f"deadline {one['cpu_ms']:.3f} and {two['cpu_ms']:.3f}")  # fmt: skip
-    return Figure("B3", "wave recording rate, 2 children / 1 child", one["done_s"] / two["done_s"],
-                  "x", 1.0, None, None, int(two["count"]), note)  # fmt: skip
+    two_workers = timers.fire_slatimer(sizes["B3"], 1.0, sizes["lead"], children=1, workers=2)
+    return [
+        _over_one(one, two_children, "2 children / 1 child", "two children"),
+        _over_one(one, two_workers, "2 workers of 1 child / 1", "two workers"),
+    ]
+
+
+def _over_one(one: dict, more: dict, label: str, more_name: str) -> Figure:
+    note = (f"{one['done_s']:.2f} s with one child, {more['done_s']:.2f} s with {more_name}; "
+            f"CPU-ms per deadline {one['cpu_ms']:.3f} and {more['cpu_ms']:.3f}")  # fmt: skip
+    return Figure("B3", f"wave recording rate, {label}", one["done_s"] / more["done_s"], "x",
+                  1.0, None, None, int(more["count"]), note)  # fmt: skip
 
 
 def _steady(spec: tuple[int, int], lead: float) -> tuple[dict, dict]:

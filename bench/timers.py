@@ -29,16 +29,22 @@ lateness figures are then lower bounds (the row's note says how many)."""
 LATENESS = re.compile(r'"lateness_s": ?(-?[0-9.]+)')
 
 
-def fire_slatimer(count: int, spread: float, lead: float, children: int = 2) -> dict[str, float]:
-    """`count` deadlines due over `spread` seconds, fired by a Celery worker of `children`
-    prefork children (SLATIMER_WORKER_CONCURRENCY) and a dispatcher."""
+def fire_slatimer(
+    count: int, spread: float, lead: float, children: int = 2, workers: int = 1
+) -> dict[str, float]:
+    """`count` deadlines due over `spread` seconds, fired by `workers` Celery worker processes
+    of `children` prefork children each (SLATIMER_WORKER_CONCURRENCY), each with a node name of
+    its own, and a dispatcher."""
     template = load.template(load_policy(DEFAULT_POLICY))
     concurrency = {"SLATIMER_WORKER_CONCURRENCY": str(children)}
     with (
         harness.stage("fire", **concurrency) as stage,
         harness.processes(stage.env, stage.logs) as running,
     ):
-        pool = [running.start("worker")]
+        pool = [
+            running.start("worker", f"worker{index}", f"--hostname=bench{index}@%h")
+            for index in range(workers)
+        ]
         running.start("dispatcher")
         first_due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead)
         load.load_orders(

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     """Deadlines due within this many seconds share one check task, run at the last one's due
     time: fewer messages in a wave, at most this much lateness for the earliest."""
     worker_concurrency: int = Field(default=2, ge=1)
+    worker_name: str = Field(default="slatimer@%h", min_length=1)
+    """The Celery node name (`%h` is the host name). Each worker process needs its own: two of
+    one name on a host are one node to Flower and to remote control."""
     visibility_timeout: float = Field(default=7200, gt=0)
 
     # monitoring and the read API (docs/monitoring.md, docs/api.md)

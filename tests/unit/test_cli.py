@@ -147,3 +147,36 @@ def test_deadlines_shows_the_calendar_and_paused_time(
     assert response["paused"] == [
         {"from": "2026-02-24T01:00:00Z", "until": "2026-02-24T09:00:00Z", "hours": 8.0}
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "node"),
+    [
+        ([], {}, "slatimer@%h"),
+        (["--hostname", "slatimer2@%h"], {}, "slatimer2@%h"),
+        ([], {"SLATIMER_WORKER_NAME": "timers-b@%h"}, "timers-b@%h"),
+    ],
+    ids=["default", "option", "setting"],
+)
+def test_each_worker_process_runs_under_a_node_name_of_its_own(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    node: str,
+) -> None:
+    # Given a migrated store, and Celery's worker_main recording its argv instead of running
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    monkeypatch.setenv("SLATIMER_DATABASE_URL", url)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    from tasks.app import app as celery
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(celery, "worker_main", started.append)
+    # When `slatimer worker` starts
+    result = runner.invoke(app, ["worker", *args])
+    # Then Celery is asked for that node name (two of one name are one node to Flower)
+    assert result.exit_code == 0, result.output
+    assert f"--hostname={node}" in started[0]

@@ -195,6 +195,12 @@ def db_upgrade(revision: str = "head") -> None:
 @app.command()
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    hostname: Annotated[
+        str | None,
+        typer.Option(
+            "--hostname", "-n", help="Celery node name, e.g. slatimer2@%h (one per process)."
+        ),
+    ] = None,
 ) -> None:
     """Run the Celery worker: fires deadlines and delivers alerts (SLATIMER_TIMER_QUEUE and
     SLATIMER_ALERT_QUEUE)."""
@@ -210,6 +216,7 @@ def worker(
             "worker",
             f"--queues={settings.timer_queue},{settings.alert_queue}",
             f"--concurrency={concurrency or settings.worker_concurrency}",
+            f"--hostname={hostname or settings.worker_name}",
             f"--loglevel={settings.log_level}",
             "--task-events",
             "--without-gossip",
