@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     timer_group_window: float = Field(default=0.25, ge=0)
     """Deadlines due within this many seconds share one check task, run at the last one's due
     time: fewer messages in a wave, at most this much lateness for the earliest."""
+    timer_lanes: int = Field(default=8, ge=1)
+    """A wave's timer groups are laid out in up to this many lanes by merchant, so that groups
+    running at once touch different merchants; keep it at least the worker children of all
+    workers together (docs/runtime.md, "Scaling the worker out")."""
     worker_concurrency: int = Field(default=2, ge=1)
     worker_name: str = Field(default="slatimer@%h", min_length=1)
     """The Celery node name (`%h` is the host name). Each worker process needs its own: two of

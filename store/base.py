@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Literal, Protocol, Self
@@ -32,6 +32,9 @@ class DueDeadline:
     rule: str
     subject: str
     due_at: datetime
+    merchant_id: str | None = field(default=None, compare=False)
+    """Known when the dispatcher claims the clock (its timer groups are laid out by merchant);
+    not part of the clock's identity, and not sent with the task."""
 
     @property
     def key(self) -> str:

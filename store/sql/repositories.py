@@ -386,7 +386,11 @@ class SqlDeadlines:
             .where(DeadlineRow.id.in_(ids), DeadlineRow.state == "pending")
             .values(state="enqueued", enqueued_at=now, updated_at=now)
             .returning(
-                DeadlineRow.order_id, DeadlineRow.rule, DeadlineRow.subject, DeadlineRow.due_at
+                DeadlineRow.order_id,
+                DeadlineRow.rule,
+                DeadlineRow.subject,
+                DeadlineRow.due_at,
+                DeadlineRow.merchant_id,
             )
             .execution_options(synchronize_session=False)
         )

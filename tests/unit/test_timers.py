@@ -23,6 +23,7 @@ from worker.timers.firing import (
     encode_refs,
     fire_due,
     group_for_eta,
+    lane_of,
 )
 
 MS = timedelta(milliseconds=1)
@@ -40,6 +41,47 @@ def test_groups_never_span_more_than_the_window_nor_exceed_the_size() -> None:
     groups = group_for_eta(deadlines, window=250 * MS, size=200)
     assert [len(g) for g in groups] == [3, 3, 3, 1]
     assert all(g[-1].due_at - g[0].due_at <= 250 * MS for g in groups)
+
+
+def _wave(count: int, merchants: int) -> list[DueDeadline]:
+    """`count` clocks due within 100 ms, order n of merchant n mod `merchants`."""
+    return [
+        DueDeadline(
+            f"o{n}", "collection_overdue", "", T0 + n * (100 * MS) / count, f"m{n % merchants}"
+        )
+        for n in range(count)
+    ]
+
+
+def test_a_wave_is_laid_out_in_lanes_that_never_share_a_merchant() -> None:
+    # Given a window of 5,000 clocks of 1,000 merchants (five each)
+    deadlines = _wave(5000, 1000)
+    # When grouped with 8 lanes of at most 200
+    groups = group_for_eta(deadlines, window=250 * MS, size=200, lanes=8)
+    # Then every clock is in exactly one group, none over the size or the window
+    assert sorted(d.order_id for g in groups for d in g) == sorted(d.order_id for d in deadlines)
+    assert all(len(g) <= 200 and g[-1].due_at - g[0].due_at <= 250 * MS for g in groups)
+    # and a merchant's clocks are all in one lane: groups of different lanes share no merchant
+    lane_of_merchant: dict[str | None, set[int]] = {}
+    for g in groups:
+        for d in g:
+            lane_of_merchant.setdefault(d.merchant_id, set()).add(lane_of(d, 8))
+    assert all(len(lanes) == 1 for lanes in lane_of_merchant.values())
+    assert len({lane_of(g[0], 8) for g in groups}) == 8
+    # and the groups come in the order their tasks run (by their last due time)
+    assert [g[-1].due_at for g in groups] == sorted(g[-1].due_at for g in groups)
+
+
+def test_a_window_within_the_size_stays_one_group_whatever_the_lanes() -> None:
+    deadlines = _wave(150, 1000)  # a steady second's window: fewer than one group holds
+    assert group_for_eta(deadlines, 250 * MS, 200, lanes=8) == [deadlines]
+
+
+def test_a_clocks_merchant_is_not_part_of_its_identity() -> None:
+    # the merchant is not part of a clock's identity: a task's decoded refs equal the claim's
+    claimed = DueDeadline("o1", "collection_overdue", "", T0, "m1")
+    assert decode_refs(encode_refs([claimed])) == [claimed]
+    assert decode_refs(encode_refs([claimed]))[0].merchant_id is None
 
 
 def test_task_refs_round_trip_through_json_safe_lists() -> None:
@@ -176,3 +218,22 @@ def test_clocks_come_due_in_instant_order_to_the_microsecond_whatever_their_time
         ("b", first + timedelta(microseconds=1)),
         ("c", hong_kong),
     ]
+
+
+def test_the_sql_store_claims_clocks_with_their_merchant(
+    sqlite_engine: Any, policy: Policy
+) -> None:
+    # Given two orders of two merchants on the SQL store
+    from tests.conftest import sql_uow
+
+    uow = sql_uow(sqlite_engine)
+    with uow:
+        record_event(created("o1", T0, merchant="m-a"), uow, T0, policy)
+        record_event(created("o2", T0, merchant="m-b"), uow, T0, policy)
+        uow.commit()
+    # When the dispatcher claims their collection clocks
+    sent: list[DueDeadline] = []
+    dispatch_once(sql_uow(sqlite_engine), T0 + 120 * H, TIMERS, lambda g, _eta: sent.extend(g))
+    # Then each comes with its merchant, which lays a wave's groups out in lanes
+    by_order = {d.order_id: d.merchant_id for d in sent if d.rule == COLLECTION_OVERDUE.id}
+    assert by_order == {"o1": "m-a", "o2": "m-b"}

@@ -36,6 +36,7 @@ def timer_policy(app: App) -> TimerPolicy:
         batch=settings.dispatch_batch,
         redispatch_grace=timedelta(seconds=settings.redispatch_grace),
         group_window=timedelta(seconds=settings.timer_group_window),
+        lanes=settings.timer_lanes,
     )
 
 
