@@ -560,7 +560,8 @@ class BatchedUnitOfWork:
         self.session = sql.session
         self.buffer = Buffer(self.session)
         merchants = sql.orders.lock_merchants_of(sorted(set(merchants_of)))
-        ids = sorted({*order_ids, *self._caught_up(merchants)})
+        caught_up = self._caught_up(merchants)
+        ids = sorted({*order_ids, *(d.order_id for each in caught_up.values() for d in each)})
         # a timer group's orders exist (its clocks came from them): only events create rows;
         # a missing one is created the plain way by `orders.lock` (`adopt`)
         self.created = _insert_missing(self.session, ids) if event_ids else set()
@@ -570,27 +571,30 @@ class BatchedUnitOfWork:
         self.inbox = BatchedInbox(self, _digests_of(self.session, event_ids))
         self.outcomes = BatchedOutcomes(self, _outcomes_of(self.session, ids))
         self.deadlines = BatchedDeadlines(self, _deadlines_of(self.session, ids))
+        if merchants and self.span is not None:  # what `open_of_merchant` would read again
+            self.deadlines.open_cache = (VIOLATION_RULES, self.span[1], caught_up)
         self.ledger = BatchedLedger(self)
         self.alerts = BatchedAlerts(self)
         self.announcements = BatchedAnnouncements(self)
         self.closures = BatchedClosures(self)
         self.dead_letters = BatchedDeadLetters(self)
 
-    def _caught_up(self, merchants: Collection[str]) -> list[str]:
-        """The orders whose violation clocks grading this group's violations fires first
+    def _caught_up(self, merchants: Collection[str]) -> dict[str, list[DueDeadline]]:
+        """By merchant, the violation clocks grading this group's violations fires first
         (`handlers._catch_up`): the locked merchants' open violation clocks due by the
-        group's last moment. Read and locked with the group's own orders (after the merchants,
-        as `fire_deadline` orders its locks) instead of one by one when each is reached: with
-        two worker processes, groups of the same merchants run at once, and the one that takes
-        the merchants first fires the other's clocks; adopted one at a time (each a flush and
-        four reads) that made a 20,000 wave take minutes instead of seconds."""
+        group's last moment. Their orders are read and locked with the group's own (after the
+        merchants, as `fire_deadline` orders its locks) instead of one by one when each is
+        reached: with two worker processes, groups of the same merchants run at once, and the
+        one that takes the merchants first fires the other's clocks; adopted one at a time
+        (each a flush and four reads) that made a 20,000 wave take minutes instead of
+        seconds."""
         if not merchants or self.span is None:
-            return []
+            return {}
         found = self.sql.deadlines.open_of_merchants(merchants, VIOLATION_RULES, self.span[1])
-        clocks = [deadline for each in found.values() for deadline in each]
-        if clocks:  # they are graded as of their own due times: the windows must cover them
-            self.span = (min(self.span[0], *(d.due_at for d in clocks)), self.span[1])
-        return [deadline.order_id for deadline in clocks]
+        earliest = min((d.due_at for each in found.values() for d in each), default=None)
+        if earliest is not None:  # graded as of their own due times: the windows must cover them
+            self.span = (min(self.span[0], earliest), self.span[1])
+        return {merchant: found.get(merchant, []) for merchant in merchants}
 
     def adopt(self, order_id: str) -> OrderState:
         """Lock an order outside the batch (an announcement re-judges its period's orders)
